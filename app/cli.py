@@ -1,0 +1,233 @@
+"""The ``newsdesk`` command. Known errors become one readable line and exit code 1."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from app.config import Settings
+from app.embed import build_embedder
+from app.errors import NewsdeskError
+from app.ingest import IngestReport, build_ingestor
+from app.parse import FORMATS, Format
+from app.store import Store
+
+cli = typer.Typer(
+    name="newsdesk",
+    help="Ingest news articles into Chroma; search, answer and brief from them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return settings
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:.1f} articles/s")
+
+
+class _BarProgress:
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("ingesting", total=None, chunks=0)
+        self.chunks = 0
+
+    def start(self, total_articles: int) -> None:
+        self.progress.update(self.task, total=total_articles)
+
+    def advance(self, articles: int, chunks: int) -> None:
+        self.chunks += chunks
+        self.progress.update(self.task, advance=articles, chunks=self.chunks)
+
+
+@cli.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders of articles.")],
+    fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (no progress bar).")] = False,
+) -> None:
+    """Parse, chunk, embed and store articles. Unchanged articles cost nothing."""
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
+    settings = _settings()
+    ingestor = build_ingestor(settings, build_embedder(settings))
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("articles · {task.fields[chunks]} chunks ·"),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, disable=as_json) as progress:
+        report = ingestor.ingest_paths(
+            paths, fmt=_format(fmt), max_bytes=settings.max_file_bytes, progress=_BarProgress(progress)
+        )
+    if as_json:
+        figures = {key: value for key, value in asdict(report).items() if key != "errors"}
+        out.print_json(json.dumps({**figures, "errors": [str(e) for e in report.errors]}))
+    else:
+        _print_report(report)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+def _format(value: str) -> Format:
+    return value  # type: ignore[return-value]
+
+
+def _print_report(report: IngestReport) -> None:
+    table = Table(title="Ingest summary", show_header=False)
+    rate = report.chunks_embedded / report.embedding_seconds if report.embedding_seconds else 0.0
+    for label, value in (
+        ("articles added", report.added),
+        ("articles updated", report.updated),
+        ("articles unchanged", report.unchanged),
+        ("chunks embedded", report.chunks_embedded),
+        ("chunks reused", report.chunks_reused),
+        ("failed inputs", len(report.errors)),
+        ("time", f"{report.seconds:.1f} s (embedding {report.embedding_seconds:.1f} s, {rate:.0f} chunks/s)"),
+    ):
+        table.add_row(label, str(value))
+    out.print(table)
+    for error in report.errors:
+        err.print(f"[red]error[/red] {escape(str(error))}")
+
+
+@cli.command("articles")
+def list_articles(
+    limit: Annotated[int, typer.Option(min=1, help="How many to list.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List stored articles, newest first."""
+    store = Store.open(_settings())
+    records = store.list_articles(limit=limit)
+    if as_json:
+        out.print_json(json.dumps([asdict(r) for r in records]))
+        return
+    table = Table("id", "published", "source", "title", "chunks")
+    for r in records:
+        table.add_row(r.id, r.published_at[:10], r.source, escape(r.title), str(r.chunk_count))
+    out.print(table)
+    out.print(f"{store.article_count()} articles stored")
+
+
+@cli.command()
+def show(
+    article_id: Annotated[str, typer.Argument(help="Article id (see 'newsdesk articles').")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show one article: fields, Quick Looks and text."""
+    article = Store.open(_settings()).get_article(article_id)
+    if as_json:
+        out.print_json(json.dumps(asdict(article)))
+        return
+    out.print(f"[bold]{escape(article.title)}[/bold]")
+    out.print(f"{article.source} · {article.published_at} · {article.author} · {article.url}")
+    out.print(f"id {article.id}")
+    if article.quick_looks:
+        out.print("\n[bold]Quick Looks[/bold]")
+        for bullet in article.quick_looks:
+            out.print(f"- {escape(bullet)}")
+    out.print()
+    out.print(escape(article.text))
+
+
+@cli.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="How many chunks.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Top chunks for a query, with scores and character spans."""
+    settings = _settings()
+    embedder = build_embedder(settings)
+    store = Store.open(settings, embedder)
+    hits = store.query(embedder.embed_query(query), k)
+    if as_json:
+        out.print_json(json.dumps([asdict(h) for h in hits]))
+        return
+    table = Table("#", "score", "article", "span", "text")
+    for rank, hit in enumerate(hits, 1):
+        table.add_row(
+            str(rank),
+            f"{hit.score:.3f}",
+            f"{escape(hit.title)}\n[dim]{hit.article_id} · {hit.published_at[:10]}[/dim]",
+            f"{hit.section}\n{hit.start}-{hit.end}",
+            escape(hit.text[:300] + ("…" if len(hit.text) > 300 else "")),
+        )
+    out.print(table)
+
+
+@cli.command()
+def delete(article_id: Annotated[str, typer.Argument(help="Article id.")]) -> None:
+    """Delete an article and all its chunks."""
+    store = Store.open(_settings())
+    store.delete_article(article_id)
+    out.print(f"deleted {article_id}")
+
+
+@cli.command()
+def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """What is stored, where, and with which embedding model."""
+    settings = _settings()
+    store = Store.open(settings)
+    figures = {
+        "mode": "server" if settings.chroma_host else "embedded",
+        "location": f"{settings.chroma_host}:{settings.chroma_port}"
+        if settings.chroma_host
+        else str(settings.resolved_chroma_path),
+        "collection": settings.collection,
+        "embedding_model": store.embedding_model,
+        "articles": store.article_count(),
+        "chunks": store.chunk_count(),
+    }
+    if as_json:
+        out.print_json(json.dumps(figures))
+        return
+    table = Table(show_header=False)
+    for key, value in figures.items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        cli()
+    except NewsdeskError as error:
+        err.print(f"[red]error:[/red] {escape(str(error))}")
+        sys.exit(1)
+    except ValidationError as error:
+        problems = "; ".join(f"NEWSDESK_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+        err.print(f"[red]error:[/red] invalid settings: {escape(problems)}")
+        sys.exit(2)

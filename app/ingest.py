@@ -1,0 +1,175 @@
+"""Ingest: files -> articles -> chunks -> vectors -> store, idempotent and crash-safe.
+
+Per article: skip when the live version has the same fingerprint (no model call);
+otherwise write the chunks that are not stored yet, commit the registry record, then
+delete the previous version's chunks. A killed run is finished by the next one, which
+reuses every chunk already written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from app.article import Article, Chunk
+from app.chunk import Chunker
+from app.config import Settings
+from app.embed import Embedder
+from app.errors import ParseError
+from app.parse import Format, discover, parse_file
+from app.store import ArticleRecord, ArticleVersion, Store, chunk_id
+
+log = logging.getLogger("newsdesk.ingest")
+
+
+class IngestProgress(Protocol):
+    def start(self, total_articles: int) -> None: ...
+
+    def advance(self, articles: int, chunks: int) -> None: ...
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    errors: list[ParseError] = field(default_factory=list)
+    seconds: float = 0.0
+    embedding_seconds: float = 0.0
+
+    @property
+    def articles(self) -> int:
+        return self.added + self.updated + self.unchanged
+
+
+def build_ingestor(settings: Settings, embedder: Embedder) -> Ingestor:
+    return Ingestor(
+        Store.open(settings, embedder),
+        embedder,
+        Chunker(settings.chunk_tokens, settings.chunk_overlap_tokens, settings.tokenizer),
+        flush_chunks=settings.embedding_batch_size * 2,
+    )
+
+
+class Ingestor:
+    def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, flush_chunks: int = 128) -> None:
+        """``flush_chunks``: chunks embedded per model call, and committed together after it."""
+        self.store = store
+        self.embedder = embedder
+        self.chunker = chunker
+        self.flush_chunks = flush_chunks
+
+    def fingerprint(self, article: Article) -> str:
+        """Same article, chunker and model: same fingerprint, so nothing to do."""
+        key = f"{article.content_hash}|{self.chunker.fingerprint}|{self.embedder.name}"
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def ingest_paths(
+        self, paths: Iterable[Path], *, fmt: Format = "auto", max_bytes: int, progress: IngestProgress | None = None
+    ) -> IngestReport:
+        files, errors = discover(paths)
+        articles: list[Article] = []
+        for path in files:
+            parsed = parse_file(path, fmt=fmt, max_bytes=max_bytes)
+            articles.extend(parsed.articles)
+            errors.extend(parsed.errors)
+        report = self.ingest(articles, progress=progress)
+        report.errors[:0] = errors
+        return report
+
+    def ingest(self, articles: Sequence[Article], *, progress: IngestProgress | None = None) -> IngestReport:
+        started = time.perf_counter()
+        report = IngestReport()
+        unique = self._unique(articles, report)
+        if progress:
+            progress.start(len(unique))
+        records: dict[str, ArticleRecord] = {}
+        for offset in range(0, len(unique), 500):
+            records.update(self.store.records([a.id for a in unique[offset : offset + 500]]))
+
+        pending: list[ArticleVersion] = []
+        for article in unique:
+            fingerprint = self.fingerprint(article)
+            previous = records.get(article.id)
+            if previous is not None and previous.fingerprint == fingerprint:
+                if previous.needs_cleanup:  # a run was killed after its commit
+                    self.store.delete_stale_chunks(article.id, fingerprint)
+                report.unchanged += 1
+                if progress:
+                    progress.advance(1, 0)
+                continue
+            pending.append(ArticleVersion(article, fingerprint, self.chunker.chunk(article)))
+            if sum(len(p.chunks) for p in pending) >= self.flush_chunks:
+                self._flush(pending, records, report, progress)
+                pending = []
+        self._flush(pending, records, report, progress)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _unique(self, articles: Sequence[Article], report: IngestReport) -> list[Article]:
+        seen: dict[str, Article] = {}
+        for article in articles:
+            first = seen.get(article.id)
+            if first is None:
+                seen[article.id] = article
+            elif first.content_hash != article.content_hash:
+                report.errors.append(
+                    ParseError(
+                        article.origin, f"article id '{article.id}' is also used by {first.origin}; kept that one"
+                    )
+                )
+        return list(seen.values())
+
+    def _flush(
+        self,
+        pending: list[ArticleVersion],
+        previous: dict[str, ArticleRecord],
+        report: IngestReport,
+        progress: IngestProgress | None,
+    ) -> None:
+        if not pending:
+            return
+        wanted = {chunk_id(v.article.id, v.fingerprint, c.index): (v.article, c) for v in pending for c in v.chunks}
+        stored = self.store.existing_chunk_ids(list(wanted))
+        missing = [cid for cid in wanted if cid not in stored]
+        embed_started = time.perf_counter()
+        vectors = self.embedder.embed_documents([_embedding_text(*wanted[cid]) for cid in missing])
+        report.embedding_seconds += time.perf_counter() - embed_started
+        report.chunks_embedded += len(missing)
+        report.chunks_reused += len(stored)
+
+        replacing = {v.article.id for v in pending if v.article.id in previous}
+        self.store.write_chunks(pending, dict(zip(missing, vectors, strict=True)))
+        self.store.commit(pending, replacing)
+        for version in pending:
+            article = version.article
+            if article.id in replacing:
+                self.store.delete_stale_chunks(article.id, version.fingerprint)
+                report.updated += 1
+            else:
+                report.added += 1
+            self._drop_earlier_version_of_file(article)
+            log.info("committed %s (%d chunks)", article.id, len(version.chunks))
+            if progress:
+                progress.advance(1, len(version.chunks))
+
+    def _drop_earlier_version_of_file(self, article: Article) -> None:
+        """A file with no id or URL gets a content-hash id; when it is edited, the
+        article stored from the same file is the old version and goes."""
+        if not article.id.startswith("h-") or not article.origin or ":" in Path(article.origin).name:
+            return
+        for record in self.store.records_with_origin(article.origin):
+            if record.id != article.id:
+                self.store.delete_article(record.id)
+                log.info("replaced %s by %s (same file %s)", record.id, article.id, article.origin)
+
+
+def _embedding_text(article: Article, chunk: Chunk) -> str:
+    return f"{article.title}\n{chunk.text}" if article.title else chunk.text

