@@ -12,84 +12,13 @@ import tiktoken
 from app.article import Article, Chunk
 from app.errors import ConfigError
 
-ABBREVIATIONS = frozenset(
-    [
-        "mr",
-        "mrs",
-        "ms",
-        "dr",
-        "prof",
-        "sen",
-        "rep",
-        "gov",
-        "gen",
-        "lt",
-        "col",
-        "sgt",
-        "capt",
-        "cmdr",
-        "adm",
-        "maj",
-        "pres",
-        "st",
-        "jr",
-        "sr",
-        "sen",
-        "inc",
-        "corp",
-        "co",
-        "ltd",
-        "llc",
-        "bros",
-        "vs",
-        "etc",
-        "no",
-        "nos",
-        "vol",
-        "fig",
-        "approx",
-        "est",
-        "dept",
-        "univ",
-        "ave",
-        "blvd",
-        "rd",
-        "mt",
-        "ft",
-        "jan",
-        "feb",
-        "mar",
-        "apr",
-        "jun",
-        "jul",
-        "aug",
-        "sep",
-        "sept",
-        "oct",
-        "nov",
-        "dec",
-        "mon",
-        "tue",
-        "tues",
-        "wed",
-        "thu",
-        "thurs",
-        "fri",
-        "sat",
-        "sun",
-        "u.s",
-        "u.k",
-        "u.n",
-        "e.u",
-        "a.m",
-        "p.m",
-        "i.e",
-        "e.g",
-        "d.c",
-        "u.s.a",
-        "ph.d",
-    ]
-)
+_ABBREVIATION_TEXT = """
+    mr mrs ms dr prof sen rep gov gen lt col sgt capt cmdr adm maj pres st jr sr sen inc corp co ltd
+    llc bros vs etc no nos vol fig approx est dept univ ave blvd rd mt ft jan feb mar apr jun jul
+    aug sep sept oct nov dec mon tue tues wed thu thurs fri sat sun u.s u.k u.n e.u a.m p.m i.e e.g
+    d.c u.s.a ph.d
+"""
+ABBREVIATIONS = frozenset(_ABBREVIATION_TEXT.split())
 # A boundary: terminal punctuation, optional closing quotes/brackets, whitespace, then
 # something that can start a sentence.
 _BOUNDARY = re.compile(r"""[.!?]+['"’”)\]]*(?=\s+['"‘“(\[]?[A-Z0-9])""")

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -26,11 +27,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from app.answer import Answer, EngineName, Turn
 from app.config import Settings
 from app.embed import build_embedder
 from app.errors import NewsdeskError
 from app.ingest import IngestReport, build_ingestor
 from app.parse import FORMATS, Format
+from app.retrieve import Filters
+from app.service import Newsdesk
 from app.store import Store
 
 cli = typer.Typer(
@@ -187,6 +191,86 @@ def search(
             escape(hit.text[:300] + ("…" if len(hit.text) > 300 else "")),
         )
     out.print(table)
+
+
+def _filters(sources: list[str] | None, since: datetime | None, until: datetime | None) -> Filters:
+    return Filters(
+        sources=tuple(sources or ()),
+        since=since.date() if since else None,
+        until=until.date() if until else None,
+    )
+
+
+def _print_answer(answer: Answer) -> None:
+    style = "yellow" if answer.refused else "bold"
+    out.print(f"[{style}]{escape(answer.answer)}[/{style}]")
+    if answer.degraded:
+        out.print("[yellow](degraded: the LLM was unavailable; extractive answer)[/yellow]")
+    for citation in answer.citations:
+        out.print(
+            f"[dim][{citation.number}] {escape(citation.title)} · {escape(citation.source)} · "
+            f"{citation.published_at[:10]} · {citation.article_id} {citation.start}-{citation.end}[/dim]"
+        )
+    for note in answer.notes:
+        out.print(f"[dim]note: {escape(note)}[/dim]")
+
+
+EngineOption = Annotated[str | None, typer.Option("--engine", help="extractive or llm (default: from settings).")]
+SourceOption = Annotated[list[str] | None, typer.Option("--source", help="Only this source (repeatable).")]
+SinceOption = Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Published on or after.")]
+UntilOption = Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Published on or before.")]
+
+
+def _engine(value: str | None) -> EngineName | None:
+    if value not in (None, "extractive", "llm"):
+        raise typer.BadParameter("--engine must be extractive or llm")
+    return value  # type: ignore[return-value]
+
+
+@cli.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the Answer as JSON.")] = False,
+    engine: EngineOption = None,
+    k: Annotated[int | None, typer.Option("--k", min=1, max=100, help="Passages to retrieve.")] = None,
+    source: SourceOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+) -> None:
+    """Answer a question from the articles, citing the sentences it relied on."""
+    if not question.strip():
+        raise typer.BadParameter("the question is empty")
+    desk = Newsdesk(_settings())
+    answer = desk.ask(question, filters=_filters(source, since, until), engine=_engine(engine), k=k)
+    if as_json:
+        out.print_json(json.dumps(asdict(answer)))
+    else:
+        _print_answer(answer)
+
+
+@cli.command()
+def chat(
+    engine: EngineOption = None,
+    source: SourceOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+) -> None:
+    """Ask questions in turn; follow-ups use the conversation so far. Empty line or Ctrl-D ends."""
+    desk = Newsdesk(_settings())
+    history: list[Turn] = []
+    filters = _filters(source, since, until)
+    while True:
+        try:
+            question = input("you> ").strip()
+        except EOFError:
+            break
+        if question in ("", "exit", "quit"):
+            break
+        answer = desk.ask(question, history=history, filters=filters, engine=_engine(engine))
+        if answer.standalone_question and answer.standalone_question != question:
+            out.print(f"[dim](searched for: {escape(answer.standalone_question)})[/dim]")
+        _print_answer(answer)
+        history.append(Turn(question, answer.answer))
 
 
 @cli.command()

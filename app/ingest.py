@@ -54,7 +54,7 @@ def build_ingestor(settings: Settings, embedder: Embedder) -> Ingestor:
         Store.open(settings, embedder),
         embedder,
         Chunker(settings.chunk_tokens, settings.chunk_overlap_tokens, settings.tokenizer),
-        flush_chunks=settings.embedding_batch_size * 2,
+        flush_chunks=settings.embedding_batch_size * 4,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -115,6 +116,7 @@ class Store:
             if embedder is None:
                 self._chunks = self._existing(name)
                 self._registry = self._existing(f"{name}-articles")
+                self._meta = self._existing(f"{name}-meta")
                 return
             self._chunks = self._existing(name)
             if self._chunks is None:  # a new collection records the model that fills it
@@ -129,6 +131,7 @@ class Store:
                     configuration={"hnsw": {"space": "cosine"}},
                 )
             self._registry = client.get_or_create_collection(f"{name}-articles", embedding_function=None)
+            self._meta = client.get_or_create_collection(f"{name}-meta", embedding_function=None)
         recorded = self._chunks.metadata or {}
         self.dimension = int(recorded.get("embedding_dim", 0))
         if recorded.get("embedding_model") != embedder.name:
@@ -196,14 +199,60 @@ class Store:
                 got = self._registry.get(ids=[article_id], include=["metadatas", "documents"])
         if not got or not got["ids"]:
             raise NotFoundError(f"no article with id '{article_id}' (see 'newsdesk articles')")
-        meta = (got["metadatas"] or [{}])[0]
-        return Article(
-            id=article_id,
-            text=(got["documents"] or [""])[0] or "",
-            sections=[Section(*s) for s in json.loads(str(meta.get("sections", "[]")))],
-            quick_looks=json.loads(str(meta.get("quick_looks", "[]"))),
-            **{key: str(meta.get(key, "")) for key in _ARTICLE_FIELDS},
-        )
+        return _article(article_id, (got["metadatas"] or [{}])[0], (got["documents"] or [""])[0] or "")
+
+    def generation(self) -> str:
+        """A token that changes whenever the set of live articles changes."""
+        if self._meta is None:
+            return ""
+        with chroma_errors("reading the store generation"):
+            got = self._meta.get(ids=["generation"], include=["metadatas"])
+        return str((got["metadatas"] or [{}])[0].get("token", "")) if got["ids"] else ""
+
+    def _bump_generation(self) -> None:
+        if self._meta is None:
+            return
+        with chroma_errors("updating the store generation"):
+            self._meta.upsert(
+                ids=["generation"],
+                embeddings=np.asarray([REGISTRY_VECTOR]),
+                metadatas=[{"token": uuid.uuid4().hex, "at": time.time()}],
+            )
+
+    def live_fingerprints(self) -> dict[str, str]:
+        if self._registry is None:
+            return {}
+        with chroma_errors("reading the article registry"):
+            got = self._registry.get(include=["metadatas"])
+        return {
+            i: str((m or {}).get("fingerprint", "")) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)
+        }
+
+    def live_chunks(self, article_ids: Sequence[str]) -> list[tuple[ChunkHit, int | None]]:
+        """Every live chunk of these articles, with its publication timestamp."""
+        live = {i: r.fingerprint for i, r in self.records(article_ids).items()}
+        if not live or self._chunks is None:
+            return []
+        with chroma_errors("reading chunks"):
+            only_these = cast(Where, {"article_id": {"$in": list(live)}})
+            got = self._chunks.get(where=only_these, include=["documents", "metadatas"])
+        out = []
+        for cid, meta, doc in zip(got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True):
+            if live.get(str(meta["article_id"])) == meta["fingerprint"]:
+                ts = meta.get("published_ts")
+                out.append((_hit(cid, meta, doc or "", 0.0), int(ts) if isinstance(ts, int | float) else None))
+        return out
+
+    def get_articles(self, article_ids: Sequence[str]) -> list[Article]:
+        """The stored articles among these ids (missing ids are skipped)."""
+        if not article_ids or self._registry is None:
+            return []
+        with chroma_errors("reading articles"):
+            got = self._registry.get(ids=list(article_ids), include=["metadatas", "documents"])
+        return [
+            _article(i, m, d or "")
+            for i, m, d in zip(got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True)
+        ]
 
     def existing_chunk_ids(self, ids: Sequence[str]) -> set[str]:
         if not ids:
@@ -309,6 +358,7 @@ class Store:
                 documents=[v.article.text for v in versions],
                 metadatas=metadatas,
             )
+        self._bump_generation()
 
     def delete_stale_chunks(self, article_id: str, live_fingerprint: str) -> None:
         with chroma_errors("deleting stale chunks"):
@@ -322,6 +372,8 @@ class Store:
             raise NotFoundError(f"no article with id '{article_id}' (see 'newsdesk articles')")
         with chroma_errors("deleting an article"):
             self.registry.delete(ids=[article_id])
+        self._bump_generation()
+        with chroma_errors("deleting an article"):
             self.chunks.delete(where={"article_id": article_id})
 
 
@@ -346,6 +398,17 @@ def _chunk_metadata(article: Article, fingerprint: str, chunk: Chunk) -> Metadat
     if article.published_ts is not None:
         meta["published_ts"] = article.published_ts
     return meta
+
+
+def _article(article_id: str, meta: Any, text: str) -> Article:
+    meta = meta or {}
+    return Article(
+        id=article_id,
+        text=text,
+        sections=[Section(*s) for s in json.loads(str(meta.get("sections", "[]")))],
+        quick_looks=json.loads(str(meta.get("quick_looks", "[]"))),
+        **{key: str(meta.get(key, "")) for key in _ARTICLE_FIELDS},
+    )
 
 
 def _record(article_id: str, meta: Any) -> ArticleRecord:

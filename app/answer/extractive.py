@@ -1,0 +1,323 @@
+"""The extractive engine: answers with verbatim source sentences, never a word of its own.
+
+Each candidate sentence of the retrieved passages is scored on three signals: meaning
+(embedding similarity to the question), coverage (IDF-weighted share of the question's
+content words found in the sentence and its neighbours) and answer type (a number for
+"how many", a name for "who", a place for "where", a date for "when" that the question
+does not already contain). The best one or two sentences are the answer; when the best
+coverage is below a calibrated threshold the engine refuses and says what it did find.
+When top sentences from different articles give different figures, or one disputes
+another, both are returned with their sources.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from app.answer import Answer, Citation, EngineName, Turn
+from app.chunk import split_sentences
+from app.lexical import STOPWORDS, query_terms
+
+if TYPE_CHECKING:
+    from app.embed import Embedder
+    from app.lexical import LexicalIndex
+    from app.retrieve import Passage
+
+NUMBER_WORDS = {
+    "zero": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
+    "hundred": 100,
+    "dozen": 12,
+}
+_NUMBER = re.compile(r"\b\d[\d,.]*\b|\b(" + "|".join(NUMBER_WORDS) + r"|million|billion|thousand)\b", re.I)
+_MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
+_DATE = re.compile(
+    rf"\b({_MONTHS}|jan|feb|aug|sept|oct|nov|dec|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b"
+    r"|\b(19|20)\d\d\b|\b(yesterday|today|tomorrow|last week|next week)\b",
+    re.I,
+)
+_NAME = re.compile(r"\b[A-Z][\w’'.-]+(?:\s+(?:[A-Z][\w’'.-]+|de|da|von|van|al|bin))*")
+_PLACE = re.compile(r"\b(?:in|at|from|near|to|across|outside)\s+((?:the\s+)?[A-Z][\w’'.-]+(?:[\s,]+[A-Z][\w’'.-]+)*)")
+_DISPUTE = re.compile(r"\b(disput\w*|den(y|ies|ied)|reject\w*|insist\w*|contradict\w*|claim\w*|refut\w*)\b", re.I)
+_FOLLOW_UP = re.compile(r"^\s*(and|but|so|also|what about|how about|then)\b", re.I)
+_PRONOUN = re.compile(r"\b(it|its|they|them|their|he|him|his|she|her|this|that|these|those|there)\b", re.I)
+
+WEIGHTS = {"meaning": 0.45, "coverage": 0.40, "answer_type": 0.15}
+REFUSE_BELOW = 0.34  # best coverage; calibrated on RealTimeQA dev (see evals)
+SECOND_SENTENCE_WITHIN = 0.88  # a second sentence is added when it scores this close to the best
+
+
+def answer_type(question: str) -> str:
+    q = question.lower()
+    if re.search(
+        r"\bhow (many|much|old|long|far|big|tall|high|large)\b|\bwhat (percentage|number|share|age)\b"
+        r"|\b(score|scoreline|tally|total|rate|turnout|toll|magnitude|price|cost)\b",
+        q,
+    ):
+        return "number"
+    if re.search(r"\bwhen\b|\bwhat (year|date|day|month|time)\b", q):
+        return "date"
+    if re.search(r"\bwho\b|\bwhose\b|\bwhom\b", q):
+        return "person"
+    if re.search(r"\bwhere\b|\bwhich (country|city|state|region|town|island|nation|continent)\b", q):
+        return "place"
+    return "entity"
+
+
+def stem(word: str) -> str:
+    for suffix in ("ies", "ing", "ed", "es", "s", "ly"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return word
+
+
+def stems(text: str) -> set[str]:
+    return {stem(term) for term in query_terms(text)}
+
+
+def numbers_in(text: str) -> set[float]:
+    values = set()
+    for match in _NUMBER.finditer(text):
+        token = match.group().lower().rstrip(".,")
+        if token in NUMBER_WORDS:
+            values.add(float(NUMBER_WORDS[token]))
+        else:
+            try:
+                values.add(float(token.replace(",", "")))
+            except ValueError:
+                continue
+    return values
+
+
+def _has_type(sentence: str, kind: str, question: str) -> bool:
+    question_lower = question.lower()
+    if kind == "number":
+        return bool(numbers_in(sentence) - numbers_in(question))
+    if kind == "date":
+        return any(m.group().lower() not in question_lower for m in _DATE.finditer(sentence))
+    if kind == "place":
+        return any(m.group(1).lower() not in question_lower for m in _PLACE.finditer(sentence))
+    names = [m.group() for m in _NAME.finditer(sentence) if m.start() > 0 or " " in m.group()]
+    novel = [n for n in names if n.lower() not in question_lower and n.lower() not in STOPWORDS]
+    if kind == "person":
+        return any(" " in n for n in novel)
+    return bool(novel)
+
+
+@dataclass
+class _Candidate:
+    passage: Passage
+    start: int
+    end: int
+    text: str
+    context: str
+    coverage: float = 0.0
+    meaning: float = 0.0
+    typed: bool = False
+
+    @property
+    def score(self) -> float:
+        return (
+            WEIGHTS["meaning"] * self.meaning
+            + WEIGHTS["coverage"] * self.coverage
+            + WEIGHTS["answer_type"] * float(self.typed)
+        )
+
+
+class ExtractiveEngine:
+    name: EngineName = "extractive"
+
+    def __init__(self, embedder: Embedder, lexical: LexicalIndex | None = None, max_candidates: int = 40) -> None:
+        self.embedder = embedder
+        self.lexical = lexical
+        self.max_candidates = max_candidates
+
+    def answer(self, question: str, passages: list[Passage]) -> Answer:
+        candidates = self._candidates(passages)
+        if not candidates:
+            return _refusal(question, passages, None)
+        kind = answer_type(question)
+        weights = self._idf(question)
+        total = sum(weights.values()) or 1.0
+        for candidate in candidates:
+            found = stems(candidate.context)
+            candidate.coverage = sum(w for term, w in weights.items() if term in found) / total
+            candidate.typed = _has_type(candidate.text, kind, question)
+        candidates.sort(key=lambda c: c.coverage + 0.3 * c.typed, reverse=True)
+        shortlist = candidates[: self.max_candidates]
+        vectors = self.embedder.embed_documents([question] + [c.text for c in shortlist])
+        for candidate, vector in zip(shortlist, vectors[1:], strict=True):
+            candidate.meaning = max(0.0, sum(a * b for a, b in zip(vectors[0], vector, strict=True)))
+        shortlist.sort(key=lambda c: c.score, reverse=True)
+        best = shortlist[0]
+        if max(c.coverage for c in shortlist) < REFUSE_BELOW:
+            return _refusal(question, passages, best)
+        chosen = [best, *self._companion(best, shortlist, kind, question)]
+        return _compose(question, passages, chosen)
+
+    def _candidates(self, passages: list[Passage]) -> list[_Candidate]:
+        seen: set[tuple[str, int]] = set()
+        out: list[_Candidate] = []
+        for passage in passages:
+            sentences = split_sentences(passage.text)
+            for i, sentence in enumerate(sentences):
+                key = (passage.article_id, passage.start + sentence.start)
+                if key in seen or len(sentence.text.split()) < 4:
+                    continue
+                seen.add(key)
+                window = " ".join(s.text for s in sentences[max(0, i - 1) : i + 2])
+                out.append(
+                    _Candidate(
+                        passage=passage,
+                        start=passage.start + sentence.start,
+                        end=passage.start + sentence.end,
+                        text=sentence.text,
+                        context=f"{passage.title} {sentence.text} {window}",
+                    )
+                )
+        return out
+
+    def _idf(self, question: str) -> dict[str, float]:
+        terms = query_terms(question)
+        if not terms:
+            return {}
+        if self.lexical is None:
+            return {stem(t): 1.0 for t in terms}
+        frequencies, total = self.lexical.document_frequency(terms)
+        weights: dict[str, float] = {}
+        for term in terms:
+            df = frequencies.get(term, 0)
+            weights[stem(term)] = max(weights.get(stem(term), 0.0), math.log(1 + (total - df + 0.5) / (df + 0.5)))
+        return weights
+
+    def _companion(self, best: _Candidate, ranked: list[_Candidate], kind: str, question: str) -> list[_Candidate]:
+        """A second sentence: a source that disagrees with the best one, else a close runner-up."""
+        for other in ranked[1:6]:
+            if other.passage.article_id == best.passage.article_id or other.coverage < REFUSE_BELOW:
+                continue
+            asked = numbers_in(question)
+            if (
+                kind == "number"
+                and other.typed
+                and best.typed
+                and numbers_in(other.text) - asked != numbers_in(best.text) - asked
+            ):
+                return [other]
+            if _DISPUTE.search(other.text) and not _DISPUTE.search(best.text) and other.score > 0.8 * best.score:
+                return [other]
+        runner_up = ranked[1] if len(ranked) > 1 else None
+        if runner_up is not None and runner_up.score >= SECOND_SENTENCE_WITHIN * best.score:
+            return [runner_up]
+        return []
+
+    def condense(self, question: str, history: list[Turn]) -> str:
+        """Deterministic follow-up rewrite: carry the previous question's subject words."""
+        if not history:
+            return question
+        previous = history[-1].question
+        current_terms = set(query_terms(question))
+        has_own_subject = any(m.start() > 0 for m in _NAME.finditer(question.strip()))
+        is_follow_up = (
+            bool(_FOLLOW_UP.search(question))
+            or bool(_PRONOUN.search(question))
+            or (len(current_terms) < 3 and not has_own_subject)
+        )
+        if not is_follow_up:
+            return question
+        counted = re.search(r"\bhow (?:many|much) (\w+)", previous, re.I)
+        if counted and counted.group(1).lower() not in STOPWORDS:
+            carried = [counted.group(1).lower()]  # "how many drones ...?" -> the follow-up is about drones
+        else:
+            carried = [
+                term
+                for term in query_terms(previous)
+                if term not in current_terms and not (has_own_subject and _is_name(term, previous))
+            ]
+        if not has_own_subject:
+            carried += [m.group() for m in _NAME.finditer(previous) if m.start() > 0 and m.group() not in carried]
+        base = _FOLLOW_UP.sub("", question).strip()
+        carried = [term for term in carried if term.lower() not in base.lower()]
+        return f"{base[:1].upper()}{base[1:]} ({' '.join(carried)})" if carried else base
+
+
+def _is_name(term: str, text: str) -> bool:
+    return any(term in m.group().lower() for m in _NAME.finditer(text) if m.start() > 0)
+
+
+def _citation(number: int, candidate: _Candidate) -> Citation:
+    offset = candidate.passage.start
+    return Citation.from_passage(number, candidate.passage, candidate.start - offset, candidate.end - offset)
+
+
+def _compose(question: str, passages: list[Passage], chosen: list[_Candidate]) -> Answer:
+    citations = [_citation(n, c) for n, c in enumerate(chosen, 1)]
+    articles = {c.passage.article_id for c in chosen}
+    if len(articles) > 1 and len(chosen) > 1:
+        lines = [f"{c.quote} [{c.number}] ({c.source}, {c.published_at[:10]})" for c in citations]
+        text = "Sources differ:\n" + "\n".join(lines)
+        notes = ["sources disagree or add to each other; each is quoted with its source"]
+    else:
+        text = " ".join(f"{c.quote} [{c.number}]" for c in citations)
+        notes = []
+    return Answer(
+        question=question,
+        answer=text,
+        citations=citations,
+        engine="extractive",
+        refused=False,
+        passages=passages,
+        notes=notes,
+    )
+
+
+def _refusal(question: str, passages: list[Passage], nearest: _Candidate | None) -> Answer:
+    if nearest is None:
+        return Answer(
+            question=question,
+            answer="The articles do not contain the answer: nothing relevant was found.",
+            citations=[],
+            engine="extractive",
+            refused=True,
+            passages=passages,
+        )
+    citation = _citation(1, nearest)
+    return Answer(
+        question=question,
+        answer=(
+            "The articles do not contain the answer. The closest they come is "
+            f"{citation.source or citation.title} ({citation.published_at[:10]}): {citation.quote} [1]"
+        ),
+        citations=[citation],
+        engine="extractive",
+        refused=True,
+        passages=passages,
+    )

@@ -1,0 +1,181 @@
+"""Stage 4: question -> passages. Dense (Chroma) and BM25 (FTS5) fused by reciprocal rank."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, cast
+
+from chromadb.api.types import Where
+
+from app.lexical import LexicalFilters
+from app.store import ChunkHit
+
+if TYPE_CHECKING:
+    from app.embed import Embedder
+    from app.lexical import LexicalIndex
+    from app.store import Store
+
+RRF_K = 60
+_RECENCY = re.compile(r"\b(latest|most recent|newest|recently|currently|current|this week|today|now)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Filters:
+    sources: tuple[str, ...] = ()
+    since: date | None = None
+    until: date | None = None
+    article_ids: tuple[str, ...] = ()
+
+    @property
+    def since_ts(self) -> int | None:
+        return _day_start(self.since) if self.since else None
+
+    @property
+    def until_ts(self) -> int | None:
+        return _day_start(self.until) + 86_399 if self.until else None
+
+    def where(self) -> Where | None:
+        clauses: list[dict[str, object]] = []
+        if self.sources:
+            clauses.append({"source": {"$in": list(self.sources)}})
+        if self.article_ids:
+            clauses.append({"article_id": {"$in": list(self.article_ids)}})
+        if self.since_ts is not None:
+            clauses.append({"published_ts": {"$gte": self.since_ts}})
+        if self.until_ts is not None:
+            clauses.append({"published_ts": {"$lte": self.until_ts}})
+        if not clauses:
+            return None
+        return cast(Where, clauses[0] if len(clauses) == 1 else {"$and": clauses})
+
+
+def _day_start(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk: ``text == article.text[start:end]``."""
+
+    chunk_id: str
+    article_id: str
+    title: str
+    source: str
+    url: str
+    published_at: str
+    section: str
+    chunk_index: int
+    start: int
+    end: int
+    text: str
+    score: float
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+    dense_score: float | None = field(default=None, compare=False)
+
+
+class Retriever:
+    def __init__(
+        self,
+        store: Store,
+        lexical: LexicalIndex,
+        embedder: Embedder,
+        candidates: int = 30,
+        article_depth: int = 10,
+        weights: tuple[float, float, float] = (1.0, 0.5, 2.0),
+        per_article: int = 1,
+    ) -> None:
+        self.store = store
+        self.lexical = lexical
+        self.embedder = embedder
+        self.candidates = candidates
+        self.article_depth = article_depth
+        self.weights = weights
+        self.per_article = per_article
+
+    def retrieve(
+        self, question: str, k: int = 8, filters: Filters | None = None, per_article: int | None = None
+    ) -> list[Passage]:
+        """Top-k chunks by reciprocal rank fusion of three rankings: dense chunks, BM25
+        chunks, and BM25 over whole articles (which lifts every chunk of a relevant
+        article and brings in that article's best-matching chunk)."""
+        filters = filters or Filters()
+        self.lexical.sync()
+        depth = max(self.candidates, k * 3)
+        lexical_filters = LexicalFilters(filters.sources, filters.article_ids, filters.since_ts, filters.until_ts)
+        dense = self.store.query(self.embedder.embed_query(question), depth, where=filters.where())
+        lexical = self.lexical.search(question, depth, lexical_filters)
+        articles = self.lexical.search_articles(question, self.article_depth, lexical_filters)
+
+        hits: dict[str, ChunkHit] = {h.chunk_id: h for h in lexical} | {h.chunk_id: h for h in dense}
+        covered = {h.article_id for h in hits.values()}
+        missing = [article_id for article_id, _ in articles if article_id not in covered]
+        for best in self.lexical.best_chunks(question, missing).values():
+            hits[best.chunk_id] = best
+
+        dense_rank = {h.chunk_id: rank for rank, h in enumerate(dense, 1)}
+        lexical_rank = {h.chunk_id: rank for rank, h in enumerate(lexical, 1)}
+        article_rank = {article_id: rank for rank, (article_id, _) in enumerate(articles, 1)}
+        fused: dict[str, float] = {}
+        for chunk_id, hit in hits.items():
+            score = 0.0
+            ranks = (dense_rank.get(chunk_id), lexical_rank.get(chunk_id), article_rank.get(hit.article_id))
+            for weight, rank in zip(self.weights, ranks, strict=True):
+                if rank is not None:
+                    score += weight / (RRF_K + rank)
+            fused[chunk_id] = score
+        if _RECENCY.search(question):
+            fused = _prefer_recent(fused, {cid: hits[cid].published_at for cid in fused})
+        dense_scores = {h.chunk_id: h.score for h in dense}
+        ranked = _diversify(
+            sorted(fused, key=lambda cid: fused[cid], reverse=True), hits, per_article or self.per_article, k
+        )
+        return [
+            Passage(
+                chunk_id=cid,
+                article_id=hits[cid].article_id,
+                title=hits[cid].title,
+                source=hits[cid].source,
+                url=hits[cid].url,
+                published_at=hits[cid].published_at,
+                section=hits[cid].section,
+                chunk_index=hits[cid].chunk_index,
+                start=hits[cid].start,
+                end=hits[cid].end,
+                text=hits[cid].text,
+                score=fused[cid],
+                dense_rank=dense_rank.get(cid),
+                lexical_rank=lexical_rank.get(cid),
+                dense_score=dense_scores.get(cid),
+            )
+            for cid in ranked
+        ]
+
+
+def _diversify(ranked: list[str], hits: dict[str, ChunkHit], per_article: int, k: int) -> list[str]:
+    """The top k, with at most ``per_article`` chunks of one article ahead of the others."""
+    first: list[str] = []
+    rest: list[str] = []
+    taken: dict[str, int] = {}
+    for chunk_id in ranked:
+        article_id = hits[chunk_id].article_id
+        taken[article_id] = taken.get(article_id, 0) + 1
+        (first if taken[article_id] <= per_article else rest).append(chunk_id)
+    return (first + rest)[:k]
+
+
+def _prefer_recent(scores: dict[str, float], dates: dict[str, str]) -> dict[str, float]:
+    """For 'latest' questions: up to +50% for the newest candidate, scaled by date."""
+    known = sorted(d for d in dates.values() if d)
+    if len(set(known)) < 2:
+        return scores
+    oldest, newest = datetime.fromisoformat(known[0][:10]), datetime.fromisoformat(known[-1][:10])
+    span = (newest - oldest).total_seconds() or 1.0
+    return {
+        cid: score * (1 + 0.5 * ((datetime.fromisoformat(dates[cid][:10]) - oldest).total_seconds() / span))
+        if dates[cid]
+        else score
+        for cid, score in scores.items()
+    }
