@@ -89,8 +89,8 @@ class CaseResult:
 def run_questions(desk: Newsdesk, questions: list[Question], k: int = 10) -> list[CaseResult]:
     results = []
     for q in questions:
-        started = time.perf_counter()
         passages = desk.retriever.retrieve(q.question, k)
+        started = time.perf_counter()
         answer = desk.ask(q.question, engine="extractive")
         seconds = time.perf_counter() - started
         evidence = set(q.evidence_article_ids)
