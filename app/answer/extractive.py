@@ -156,7 +156,7 @@ class _Candidate:
 class ExtractiveEngine:
     name: EngineName = "extractive"
 
-    def __init__(self, embedder: Embedder, lexical: LexicalIndex | None = None, max_candidates: int = 40) -> None:
+    def __init__(self, embedder: Embedder, lexical: LexicalIndex | None = None, max_candidates: int = 12) -> None:
         self.embedder = embedder
         self.lexical = lexical
         self.max_candidates = max_candidates
