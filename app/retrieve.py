@@ -56,21 +56,9 @@ def _day_start(day: date) -> int:
 
 
 @dataclass(frozen=True)
-class Passage:
-    """A retrieved chunk: ``text == article.text[start:end]``."""
+class Passage(ChunkHit):
+    """A retrieved chunk (``text == article.text[start:end]``); ``score`` is the fused score."""
 
-    chunk_id: str
-    article_id: str
-    title: str
-    source: str
-    url: str
-    published_at: str
-    section: str
-    chunk_index: int
-    start: int
-    end: int
-    text: str
-    score: float
     dense_rank: int | None = None
     lexical_rank: int | None = None
     dense_score: float | None = field(default=None, compare=False)
@@ -134,18 +122,7 @@ class Retriever:
         )
         return [
             Passage(
-                chunk_id=cid,
-                article_id=hits[cid].article_id,
-                title=hits[cid].title,
-                source=hits[cid].source,
-                url=hits[cid].url,
-                published_at=hits[cid].published_at,
-                section=hits[cid].section,
-                chunk_index=hits[cid].chunk_index,
-                start=hits[cid].start,
-                end=hits[cid].end,
-                text=hits[cid].text,
-                score=fused[cid],
+                **{**vars(hits[cid]), "score": fused[cid]},
                 dense_rank=dense_rank.get(cid),
                 lexical_rank=lexical_rank.get(cid),
                 dense_score=dense_scores.get(cid),
