@@ -20,6 +20,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -28,7 +29,8 @@ from rich.table import Table
 from rich.text import Text
 
 from app.answer import Answer, EngineName, Turn
-from app.config import Settings
+from app.brief import Brief
+from app.config import EVALS_DIR, Settings
 from app.embed import build_embedder
 from app.errors import NewsdeskError
 from app.ingest import IngestReport, build_ingestor
@@ -249,6 +251,63 @@ def ask(
 
 
 @cli.command()
+def brief(
+    article_id: Annotated[str | None, typer.Argument(help="A stored article's id (see 'newsdesk articles').")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Brief this file without ingesting it.")] = None,
+    topic: Annotated[str | None, typer.Option("--topic", help="Brief what the stored articles say on this.")] = None,
+    bullets: Annotated[
+        int | None, typer.Option("--bullets", min=1, max=12, help="How many bullets (default NEWSDESK_BRIEF_BULLETS).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the Brief as JSON.")] = False,
+    engine: EngineOption = None,
+    source: SourceOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+) -> None:
+    """Quick Looks: short bullets, each cited to the exact sentence that supports it and verified."""
+    if sum(x is not None for x in (article_id, file, topic)) != 1:
+        raise typer.BadParameter("give exactly one of: ARTICLE_ID, --file PATH, --topic QUERY")
+    if (source or since or until) and topic is None:
+        raise typer.BadParameter("--source, --since and --until filter a --topic brief")
+    desk = Newsdesk(_settings())
+    result = desk.brief(
+        article_id=article_id,
+        path=file,
+        topic=topic,
+        bullets=bullets,
+        filters=_filters(source, since, until),
+        engine=_engine(engine),
+    )
+    if as_json:
+        out.print_json(json.dumps({**asdict(result), "sources": [asdict(c) for c in result.sources]}))
+    else:
+        _print_brief(result)
+
+
+def _print_brief(result: Brief) -> None:
+    out.print(f"[bold]Quick Looks[/bold] [dim]({result.kind}: {escape(result.subject)} · {result.engine})[/dim]")
+    if result.degraded:
+        out.print("[yellow](degraded: the LLM was unavailable; extractive brief)[/yellow]")
+    for bullet in result.bullets:
+        marks = "".join(f"[{c.number}]" for c in bullet.citations)
+        out.print(f"- {escape(bullet.text)} {escape(marks)}")
+        if bullet.note:
+            out.print(f"  [yellow]{escape(bullet.note)}[/yellow]")
+    if not result.bullets:
+        out.print("[yellow]no bullets[/yellow]")
+    for citation in result.sources:
+        out.print(
+            f"[dim][{citation.number}] {escape(citation.title)} · {escape(citation.source)} · "
+            f"{citation.published_at[:10]} · {citation.article_id} {citation.start}-{citation.end}: "
+            f"{escape(citation.quote)}[/dim]"
+        )
+    for dropped in result.dropped:
+        out.print(f"[yellow]dropped (unsupported): {escape(dropped.text)} ({escape(dropped.reason)})[/yellow]")
+    for note in result.notes:
+        out.print(f"[dim]note: {escape(note)}[/dim]")
+
+
+@cli.command()
 def chat(
     engine: EngineOption = None,
     source: SourceOption = None,
@@ -271,6 +330,112 @@ def chat(
             out.print(f"[dim](searched for: {escape(answer.standalone_question)})[/dim]")
         _print_answer(answer)
         history.append(Turn(question, answer.answer))
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default NEWSDESK_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default NEWSDESK_PORT).")] = None,
+) -> None:
+    """Serve the HTTP API, the OpenAI-compatible chat endpoint and the web page at /.
+
+    An empty store is first filled with the bundled corpus/ (NEWSDESK_SEED_CORPUS)."""
+    import uvicorn
+
+    from app.api import create_app
+
+    settings = _settings()
+    logging.getLogger("newsdesk.serve").setLevel(logging.INFO)
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
+
+
+@cli.command()
+def evals(
+    suites: Annotated[
+        list[str] | None, typer.Argument(help="corpus, questions, briefs, conflicts (default: all).")
+    ] = None,
+    engine: Annotated[str, typer.Option(help="extractive or llm.")] = "extractive",
+    questions: Annotated[list[Path] | None, typer.Option(help="Questions JSONL/YAML (questions suite).")] = None,
+    articles: Annotated[
+        Path | None, typer.Option(help="Articles JSONL (questions; or briefs with highlights).")
+    ] = None,
+    as_of: Annotated[bool, typer.Option(help="Answer each question from articles up to its question_date.")] = True,
+    thresholds: Annotated[Path, typer.Option(help="Minimum per metric; below any fails.")] = EVALS_DIR
+    / "thresholds.toml",
+    report: Annotated[Path | None, typer.Option(help="Write the JSON report (per-case results) here.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the Markdown report here.")] = None,
+    junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here.")] = None,
+    compare: Annotated[Path | None, typer.Option(help="An earlier JSON report: print what changed.")] = None,
+    show_failures: Annotated[int, typer.Option(help="Failed cases printed per suite.")] = 10,
+) -> None:
+    """Score answers and briefs against labelled facts; exit 1 when a metric is below its threshold."""
+    from app.evals import EvalOptions, run_suites
+    from app.evals.report import breaches, load_thresholds, to_json, to_junit, to_markdown
+    from app.evals.report import compare as compare_reports
+
+    chosen = _engine(engine) or "extractive"
+    settings = _settings()
+    minimums = load_thresholds(thresholds)
+    options = EvalOptions(engine=chosen, questions=tuple(questions or ()), articles=articles, as_of=as_of)
+    embedder = build_embedder(settings)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def advance(suite: str, done: int, total: int) -> None:
+            if suite not in tasks:
+                tasks[suite] = progress.add_task(suite, total=total)
+            progress.update(tasks[suite], completed=done, total=total)
+
+        results = run_suites(suites or [], settings, embedder, options, advance)
+    found = breaches(results, minimums)
+    for result in results:
+        if result.skipped:
+            out.print(f"[yellow]{result.name}: skipped[/yellow] ({escape(result.skipped)})")
+            continue
+        table = Table(title=f"{result.name} ({len(result.cases)} cases, {chosen} engine)")
+        for column in ("metric", "value", "threshold"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        below = {b.metric for b in found if b.suite == result.name}
+        for metric, value in result.metrics.items():
+            minimum = minimums.get(result.name, {}).get(metric)
+            style = "red" if metric in below else ""
+            table.add_row(metric, f"{value:.3f}", "" if minimum is None else f"{minimum:.3f}", style=style)
+        out.print(table)
+        if result.by_type:
+            out.print(
+                "  by type: "
+                + ", ".join(f"{k} {v['pass_rate']:.2f} ({int(v['cases'])})" for k, v in result.by_type.items())
+            )
+        for note in result.notes:
+            out.print(f"  [dim]{escape(note)}[/dim]")
+        failures = [c for c in result.cases if not c.passed]
+        for case in failures[:show_failures]:
+            out.print(f"  [red]✗[/red] {escape(case.id)} ({case.type}): {escape(case.reason)}")
+            out.print(f"      question: {escape(case.question[:160])}")
+            out.print(f"      expected: {escape(case.expected[:160])}")
+            out.print(f"      got: {escape(case.got.strip()[:240])}")
+        if len(failures) > show_failures:
+            out.print(f"  ... {len(failures) - show_failures} more failed case(s): see --markdown or --report")
+    if compare:
+        changes, deltas = compare_reports(results, compare)
+        out.print(f"[bold]Compared with {compare}[/bold]: {len(changes)} case(s) changed")
+        for change in changes:
+            out.print(f"  {'[green]+[/green]' if change.now_passes else '[red]-[/red]'} {escape(str(change))}")
+        for delta in deltas:
+            out.print(f"  {escape(delta)}")
+    if report:
+        report.write_text(json.dumps(to_json(results, found), indent=1), encoding="utf-8")
+    if markdown:
+        markdown.write_text(to_markdown(results, minimums, found), encoding="utf-8")
+    if junit:
+        junit.write_text(to_junit(results, found), encoding="utf-8")
+    if found:
+        for breach in found:
+            err.print(f"[red]below threshold:[/red] {breach}")
+        raise typer.Exit(1)
+    out.print("[green]all metrics at or above their thresholds[/green]")
 
 
 @cli.command()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROMPTS_DIR = PROJECT_ROOT / "prompts"
+CORPUS_DIR = PROJECT_ROOT / "corpus"
+EVALS_DIR = PROJECT_ROOT / "evals"
 
 
 class Settings(BaseSettings):
@@ -51,8 +54,48 @@ class Settings(BaseSettings):
         True, description="When the LLM fails after retries, answer extractively and mark it degraded."
     )
 
+    # Quick Looks briefs (newsdesk brief).
+    brief_bullets: int = Field(5, ge=1, le=12, description="Bullets per brief (Quick Looks use 4 to 8).")
+    brief_max_words: int = Field(
+        20, ge=6, le=80, description="Extractive bullets longer than this are shortened by cutting whole clauses."
+    )
+    brief_topic_k: int = Field(12, ge=1, le=100, description="Passages retrieved for a topic brief.")
+    brief_window_tokens: int = Field(
+        3000, ge=200, description="Inputs over this many tokens are briefed window by window, then merged."
+    )
+    llm_structured_output: Literal["auto", "json_schema", "json_object", "prompt"] = Field(
+        "auto",
+        description="How the LLM brief asks for JSON: auto (json_schema for OpenAI, json_object with a schema "
+        "elsewhere, e.g. llama.cpp), or prompt only.",
+    )
+
+    eval_data_dir: Path = Field(
+        PROJECT_ROOT.parent / "shared" / "data",
+        description="Real-world eval data for newsdesk evals (realtimeqa/, cnndm_highlights/, rgb_en_fact/, seed/); "
+        "suites over it are skipped when it is absent.",
+    )
     max_file_bytes: int = Field(20_000_000, ge=1, description="Larger input files are rejected.")
     log_level: str = Field("WARNING", description="Python logging level.")
+
+    # The HTTP service (newsdesk serve).
+    host: str = Field("127.0.0.1", description="Interface the service listens on.")
+    port: int = Field(8300, ge=1, le=65535, description="Port the service listens on.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated keys; when set, /v1 and /metrics need a Bearer key."
+    )
+    rate_limit_per_minute: int = Field(120, ge=0, description="Requests per minute per API key (or client); 0: off.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
+    max_question_chars: int = Field(2000, ge=10, description="Longer questions get 422.")
+    max_upload_bytes: int = Field(5_000_000, ge=1024, description="Larger uploaded files get 413.")
+    max_concurrent_answers: int = Field(8, ge=1, le=64, description="Questions answered at once; others queue.")
+    seed_corpus: bool = Field(True, description="serve: ingest the bundled corpus/ when the store is empty.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from app.store import Store
 
 RRF_K = 60
+RECENCY_BOOST = 1.0
+RECENCY_HALF_LIFE_DAYS = 14.0
 _RECENCY = re.compile(r"\b(latest|most recent|newest|recently|currently|current|this week|today|now)\b", re.I)
 
 
@@ -144,15 +146,17 @@ def _diversify(ranked: list[str], hits: dict[str, ChunkHit], per_article: int, k
 
 
 def _prefer_recent(scores: dict[str, float], dates: dict[str, str]) -> dict[str, float]:
-    """For 'latest' questions: up to +50% for the newest candidate, scaled by date."""
-    known = sorted(d for d in dates.values() if d)
-    if len(set(known)) < 2:
+    """For 'latest' questions: boost by article age relative to the newest candidate, halving every
+    ``RECENCY_HALF_LIFE_DAYS``, so last week's story outranks a similar one from years ago."""
+    known = [d for d in dates.values() if d]
+    if not known:
         return scores
-    oldest, newest = datetime.fromisoformat(known[0][:10]), datetime.fromisoformat(known[-1][:10])
-    span = (newest - oldest).total_seconds() or 1.0
-    return {
-        cid: score * (1 + 0.5 * ((datetime.fromisoformat(dates[cid][:10]) - oldest).total_seconds() / span))
-        if dates[cid]
-        else score
-        for cid, score in scores.items()
-    }
+    newest = max(datetime.fromisoformat(d[:10]) for d in known)
+    boosted = {}
+    for cid, score in scores.items():
+        if not dates[cid]:
+            boosted[cid] = score
+            continue
+        age_days = (newest - datetime.fromisoformat(dates[cid][:10])).days
+        boosted[cid] = score * (1 + RECENCY_BOOST * 0.5 ** (age_days / RECENCY_HALF_LIFE_DAYS))
+    return boosted

@@ -14,8 +14,12 @@ from app.prompts import Prompt, PromptError, load_prompt
 
 from .test_llm import P1
 
-# What the code passes to each prompt (app/answer/llm.py).
-EXPECTED_VARIABLES = {"answer": {"question", "sources"}, "condense": {"history", "question"}}
+# What the code passes to each prompt (app/answer/llm.py, app/brief/llm.py).
+EXPECTED_VARIABLES = {
+    "answer": {"question", "sources"},
+    "condense": {"history", "question"},
+    "brief": {"bullets", "sources"},
+}
 
 
 def write_prompt(folder: Path, name: str, system: str, human: str) -> Path:

@@ -67,6 +67,7 @@ class Answer:
     standalone_question: str = ""
     degraded: bool = False
     notes: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)  # answer sentences the verifier could not ground
 
 
 class Engine(Protocol):

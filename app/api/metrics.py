@@ -1,0 +1,104 @@
+"""Prometheus metrics of one app (its own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+DOC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+INGEST_OUTCOMES = ("added", "updated", "unchanged", "failed")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "newsdesk_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "newsdesk_http_request_duration_seconds",
+            "HTTP request latency (streams: until the last byte) by route template and method.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.retrieval = Histogram(
+            "newsdesk_retrieval_seconds",
+            "Hybrid retrieval time per question.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.generation = Histogram(
+            "newsdesk_generation_seconds",
+            "Answer time per question after retrieval (condensing the question and answering), by engine.",
+            ["engine"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ingested = Counter(
+            "newsdesk_ingested_articles",
+            "Articles ingested over HTTP or at start-up, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.ingested_chunks = Counter(
+            "newsdesk_ingested_chunks", "Chunks embedded by ingests.", registry=self.registry
+        )
+        for outcome in INGEST_OUTCOMES:  # zero series exist from the start
+            self.ingested.labels(outcome)
+        self.embedding_cache = Counter(
+            "newsdesk_embedding_cache_texts",
+            "Texts to embed at question time, by whether their vector was cached.",
+            ["result"],
+            registry=self.registry,
+        )
+
+    def count_embedding_cache(self, hits: int, misses: int) -> None:
+        self.embedding_cache.labels("hit").inc(hits)
+        self.embedding_cache.labels("miss").inc(misses)
+
+
+class MetricsMiddleware:
+    """ASGI middleware counting every request by its route template (not its raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # an exception that escapes the app becomes a 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            template = _template(scope)
+            method = str(scope.get("method", ""))
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+
+
+def _template(scope: Scope) -> str:
+    """The route template of a request: '/v1/articles/{article_id}', never the raw path."""
+    route = str(getattr(scope.get("route"), "path", ""))
+    if route:
+        return route
+    path = str(scope.get("path", ""))
+    if path in DOC_PATHS:  # FastAPI's own routes do not set scope["route"]
+        return path
+    return "/static" if path.startswith("/static/") else "unmatched"

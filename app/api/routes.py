@@ -1,0 +1,247 @@
+"""The JSON API: questions, search, briefs, articles; health, readiness and metrics."""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.deps import ServiceDep, guard
+from app.api.errors import ApiError
+from app.api.schemas import (
+    AnswerOut,
+    ArticleIn,
+    ArticleOut,
+    ArticleSummaryOut,
+    AskIn,
+    BriefIn,
+    BriefOut,
+    ErrorOut,
+    HealthOut,
+    IngestOut,
+    PassageOut,
+    ReadyOut,
+)
+from app.config import Settings
+from app.errors import InputError
+from app.parse import parse_document, parse_record
+from app.retrieve import Filters
+
+UPLOAD_KINDS: dict[str, Literal["text", "markdown", "html"]] = {
+    ".txt": "text",
+    ".text": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+}
+UPLOAD_TYPES: dict[str, Literal["text", "markdown", "html"]] = {
+    "text/plain": "text",
+    "text/markdown": "markdown",
+    "text/x-markdown": "markdown",
+    "text/html": "html",
+}
+ERRORS: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in (
+        (401, "Missing or invalid API key (when NEWSDESK_API_KEYS is set)."),
+        (413, "Request body over NEWSDESK_MAX_BODY_BYTES."),
+        (422, "Invalid request: the message says what to fix."),
+        (429, "Rate limit reached; see the Retry-After header."),
+        (503, "The article store or the embedding model is unavailable."),
+    )
+}
+ENGINE_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorOut, "description": "The LLM engine was asked for but none is configured."},
+    502: {"model": ErrorOut, "description": "The LLM failed and NEWSDESK_LLM_FALLBACK_EXTRACTIVE is off."},
+}
+
+health = APIRouter(tags=["health"])
+api = APIRouter(prefix="/v1", dependencies=[Depends(guard)], responses=ERRORS)
+metrics = APIRouter(dependencies=[Depends(guard)], responses=ERRORS, tags=["health"])
+
+
+def check_question(text: str, settings: Settings) -> str:
+    question = text.strip()
+    if not question:
+        raise InputError("the question is empty: send the text of a question")
+    if len(question) > settings.max_question_chars:
+        raise InputError(
+            f"the question is {len(question):,} characters, over the limit of {settings.max_question_chars:,} "
+            "(NEWSDESK_MAX_QUESTION_CHARS); shorten it"
+        )
+    return question
+
+
+def check_topic(text: str, settings: Settings) -> str:
+    topic = text.strip()
+    if not topic:
+        raise InputError("the topic is empty: send what to brief, e.g. 'Kursk civilians killed overnight'")
+    if len(topic) > settings.max_question_chars:
+        raise InputError(
+            f"the topic is {len(topic):,} characters, over the limit of {settings.max_question_chars:,} "
+            "(NEWSDESK_MAX_QUESTION_CHARS); shorten it"
+        )
+    return topic
+
+
+@health.get("/healthz")
+async def healthz() -> HealthOut:
+    """Alive: the process answers."""
+    return HealthOut(status="ok")
+
+
+@health.get("/readyz", responses={503: {"model": ErrorOut, "description": "The store is unreachable."}})
+async def readyz(service: ServiceDep) -> ReadyOut:
+    """Ready: the store answers and the embedding model is loaded."""
+    store = service.desk.store
+    articles, chunks = await service.run(lambda: (store.article_count(), store.chunk_count()))
+    return ReadyOut(
+        status="ready",
+        articles=articles,
+        chunks=chunks,
+        embedding_model=service.desk.embedder.name,
+        engine=service.settings.resolved_engine,
+    )
+
+
+@metrics.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def prometheus_metrics(service: ServiceDep) -> Response:
+    """Prometheus metrics: requests and latencies by route, retrieval and answer timings, ingests."""
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@api.post("/ask", tags=["questions"], responses=ENGINE_ERRORS)
+async def ask(body: AskIn, service: ServiceDep) -> AnswerOut:
+    """Answer a question from the articles, citing the exact sentences (quote and character span)."""
+    question = check_question(body.question, service.settings)
+    history = [turn.to_turn() for turn in body.history]
+    filters = body.filters.to_filters() if body.filters else None
+    service.engine_name(body.engine)  # an unconfigured LLM is a 400 before any work
+    answer = await service.run(partial(service.ask, question, history, filters, body.engine, body.k))
+    return AnswerOut.of(answer, include_passages=body.include_passages)
+
+
+@api.post(
+    "/brief",
+    tags=["briefs"],
+    responses={404: {"model": ErrorOut, "description": "No stored article has that id."}, **ENGINE_ERRORS},
+)
+async def brief(body: BriefIn, service: ServiceDep) -> BriefOut:
+    """A Quick Looks brief of one stored article or of a topic across the stored articles: short bullets,
+    most important first, each cited to the exact sentence (quote and character span) and checked by the
+    grounding verifier; rejected candidates are listed in ``dropped``."""
+    topic = check_topic(body.topic, service.settings) if body.topic is not None else None
+    service.engine_name(body.engine)  # an unconfigured LLM is a 400 before any work
+    result = await service.run(
+        partial(
+            service.brief,
+            article_id=body.article_id,
+            topic=topic,
+            bullets=body.bullets,
+            filters=body.to_filters(),
+            engine=body.engine,
+        )
+    )
+    return BriefOut.of(result)
+
+
+@api.get("/search", tags=["questions"])
+async def search(
+    service: ServiceDep,
+    q: Annotated[str, Query(min_length=1, description="What to look for.")],
+    k: Annotated[int, Query(ge=1, le=100, description="How many passages.")] = 5,
+    source: Annotated[list[str] | None, Query(description="Only this source (repeatable).")] = None,
+    since: Annotated[date | None, Query(description="Published on or after (YYYY-MM-DD).")] = None,
+    until: Annotated[date | None, Query(description="Published on or before (YYYY-MM-DD).")] = None,
+) -> list[PassageOut]:
+    """Top passages by hybrid retrieval (dense and BM25), with their character spans."""
+    query = check_question(q, service.settings)
+    if since and until and since > until:
+        raise InputError("'since' must be on or before 'until'")
+    filters = Filters(sources=tuple(source or ()), since=since, until=until)
+    passages = await service.run(partial(service.search, query, k, filters))
+    return [PassageOut.model_validate(p) for p in passages]
+
+
+@api.get("/articles", tags=["articles"])
+async def list_articles(
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[ArticleSummaryOut]:
+    """Stored articles, newest first."""
+    records = await service.run(partial(service.desk.store.list_articles, limit, offset))
+    return [ArticleSummaryOut.model_validate(r) for r in records]
+
+
+@api.post("/articles", status_code=201, tags=["articles"])
+async def add_article(body: ArticleIn, service: ServiceDep) -> IngestOut:
+    """Ingest one article given as JSON. Re-sending an unchanged article changes nothing."""
+    article = parse_record(body.model_dump(exclude_none=True), origin="request body")
+    return await service.run(partial(service.ingest, article))
+
+
+@api.post(
+    "/articles/upload",
+    status_code=201,
+    tags=["articles"],
+    responses={415: {"model": ErrorOut, "description": "Not a .txt, .md or .html file."}},
+)
+async def upload_article(
+    service: ServiceDep, file: Annotated[UploadFile, File(description="A .txt, .md or .html article.")]
+) -> IngestOut:
+    """Ingest one uploaded file: Newslooks or plain text, Markdown (front matter read), or saved HTML."""
+    name = Path(file.filename or "upload").name
+    suffix = Path(name).suffix.lower()
+    kind = UPLOAD_KINDS.get(suffix) or UPLOAD_TYPES.get((file.content_type or "").split(";")[0].strip().lower())
+    if kind is None:
+        raise ApiError(
+            415,
+            f"unsupported file type '{suffix or file.content_type or 'unknown'}': upload a .txt, .md or .html file",
+            kind="invalid_request_error",
+            code="unsupported_media_type",
+        )
+    limit = service.settings.max_upload_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(
+            413,
+            f"the file is over the {limit:,}-byte upload limit (NEWSDESK_MAX_UPLOAD_BYTES); split it",
+            kind="invalid_request_error",
+            code="file_too_large",
+        )
+    text = decode_upload(name, data)
+    article = parse_document(text, kind, origin=f"upload:{name}", fallback_title=Path(name).stem)
+    return await service.run(partial(service.ingest, article))
+
+
+def decode_upload(name: str, data: bytes) -> str:
+    if b"\x00" in data[:8192]:
+        raise InputError(f"{name}: looks like a binary file (it contains NUL bytes); upload UTF-8 text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{name}: is not valid UTF-8 (byte offset {error.start}); re-save it as UTF-8") from error
+    if not text.strip():
+        raise InputError(f"{name}: the file is empty")
+    return text
+
+
+@api.get("/articles/{article_id}", tags=["articles"], responses={404: {"model": ErrorOut}})
+async def get_article(article_id: str, service: ServiceDep) -> ArticleOut:
+    """One article: fields, Quick Looks and the full text that citations' spans index into."""
+    article = await service.run(partial(service.desk.store.get_article, article_id))
+    return ArticleOut.model_validate(article)
+
+
+@api.delete("/articles/{article_id}", status_code=204, tags=["articles"], responses={404: {"model": ErrorOut}})
+async def delete_article(article_id: str, service: ServiceDep) -> Response:
+    """Delete an article and all its chunks."""
+    await service.run(partial(service.delete, article_id))
+    return Response(status_code=204)

@@ -1,0 +1,260 @@
+// newsdesk chat page: plain JS, no build step. Article text is always inserted as text, never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { messages: [], articles: new Map() };
+
+function headers(json = true) {
+  const h = {};
+  if (json) h["Content-Type"] = "application/json";
+  const key = $("api-key").value.trim();
+  if (key) h["Authorization"] = `Bearer ${key}`;
+  return h;
+}
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = false;
+  clearTimeout(showError.timer);
+  showError.timer = setTimeout(() => { box.hidden = true; }, 8000);
+}
+
+async function failure(response) {
+  try {
+    const body = await response.json();
+    return body.error?.message || `HTTP ${response.status}`;
+  } catch {
+    return `HTTP ${response.status}`;
+  }
+}
+
+async function getJSON(path) {
+  const response = await fetch(path, { headers: headers(false) });
+  if (!response.ok) throw new Error(await failure(response));
+  return response.json();
+}
+
+// Text with [n] markers -> text nodes and citation buttons.
+function renderCited(element, text, citations) {
+  element.replaceChildren();
+  const byNumber = new Map(citations.map((c) => [c.number, c]));
+  let last = 0;
+  for (const match of text.matchAll(/\[(\d+)\]/g)) {
+    const citation = byNumber.get(Number(match[1]));
+    if (!citation) continue;
+    element.append(document.createTextNode(text.slice(last, match.index)));
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "cite";
+    button.textContent = match[0];
+    button.title = `${citation.title} (${citation.source || "unknown source"})`;
+    button.dataset.number = String(citation.number);
+    button.addEventListener("click", () => showCitation(citation));
+    element.append(button);
+    last = match.index + match[0].length;
+  }
+  element.append(document.createTextNode(text.slice(last)));
+}
+
+async function showCitation(citation) {
+  $("source").hidden = false;
+  $("source-title").textContent = citation.title || citation.article_id;
+  $("source-meta").textContent = [citation.source, citation.published_at.slice(0, 10), citation.url]
+    .filter(Boolean).join(" · ");
+  $("quote").textContent = citation.quote;
+  const box = $("article-text");
+  box.textContent = "Loading the article…";
+  try {
+    let article = state.articles.get(citation.article_id);
+    if (!article) {
+      article = await getJSON(`/v1/articles/${encodeURIComponent(citation.article_id)}`);
+      state.articles.set(citation.article_id, article);
+    }
+    const mark = document.createElement("mark");
+    mark.textContent = article.text.slice(citation.start, citation.end);
+    box.replaceChildren(
+      document.createTextNode(article.text.slice(0, citation.start)),
+      mark,
+      document.createTextNode(article.text.slice(citation.end)),
+    );
+    // Scroll the article box only: the page, the question and the quote stay in place.
+    box.scrollTop = Math.max(0, mark.offsetTop - box.clientHeight / 3);
+  } catch (error) {
+    box.textContent = `Could not load the article: ${error.message}`;
+  }
+}
+
+function addEntry(role, text) {
+  const item = document.createElement("li");
+  item.className = role;
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;
+  item.append(body);
+  $("log").append(item);
+  item.scrollIntoView({ block: "end" });
+  return item;
+}
+
+// Server-sent events from /v1/chat/completions: calls onEvent(parsed JSON) per "data:" line.
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      for (const line of event.split("\n")) {
+        if (!line.startsWith("data: ")) continue;
+        const data = line.slice(6);
+        if (data === "[DONE]") return;
+        onEvent(JSON.parse(data));
+      }
+    }
+  }
+}
+
+async function ask(question) {
+  state.messages.push({ role: "user", content: question });
+  addEntry("user", question);
+  const item = addEntry("assistant", "");
+  item.classList.add("streaming");
+  const body = item.querySelector(".text");
+  let text = "";
+  let final = null;
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: headers(),
+      body: JSON.stringify({
+        model: $("model").value || "newsdesk",
+        messages: state.messages,
+        stream: true,
+        sources_in_content: false,
+      }),
+    });
+    if (!response.ok) throw new Error(await failure(response));
+    await readEvents(response, (chunk) => {
+      if (chunk.error) throw new Error(chunk.error.message);
+      const choice = chunk.choices?.[0];
+      if (choice?.delta?.content) {
+        text += choice.delta.content;
+        body.textContent = text;
+      }
+      if (choice?.finish_reason) final = chunk;
+    });
+  } catch (error) {
+    item.remove();
+    state.messages.pop();
+    showError(error.message);
+    return;
+  } finally {
+    item.classList.remove("streaming");
+  }
+  const citations = final?.citations || [];
+  const info = final?.newsdesk || {};
+  renderCited(body, info.answer || text, citations);
+  if (info.refused) item.classList.add("refused");
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.textContent = [
+    info.engine && `${info.engine} engine`,
+    info.degraded && "degraded: the LLM was unavailable",
+    info.standalone_question && info.standalone_question !== question && `searched for: ${info.standalone_question}`,
+    ...(info.notes || []),
+  ].filter(Boolean).join(" · ");
+  item.append(meta);
+  state.messages.push({ role: "assistant", content: info.answer || text });
+}
+
+async function brief(articleId, topic) {
+  const box = $("brief-result");
+  box.hidden = false;
+  box.textContent = "Writing the brief…";
+  const request = articleId ? { article_id: articleId } : { topic };
+  const response = await fetch("/v1/brief", { method: "POST", headers: headers(), body: JSON.stringify(request) });
+  if (!response.ok) {
+    box.textContent = await failure(response);
+    return;
+  }
+  const result = await response.json();
+  const heading = document.createElement("h2");
+  heading.textContent = `Quick Looks: ${result.subject || topic || articleId}`;
+  const list = document.createElement("ul");
+  for (const bullet of result.bullets || []) {
+    const item = document.createElement("li");
+    const markers = (bullet.citations || []).map((c) => ` [${c.number}]`).join("");
+    renderCited(item, bullet.text + markers, bullet.citations || []);
+    list.append(item);
+  }
+  box.replaceChildren(heading, list);
+  for (const note of result.notes || []) {
+    const p = document.createElement("p");
+    p.className = "meta";
+    p.textContent = note;
+    box.append(p);
+  }
+}
+
+async function loadChoices() {
+  try {
+    const models = await getJSON("/v1/models");
+    $("model").replaceChildren(...models.data.map((m) => new Option(m.id, m.id)));
+    const articles = await getJSON("/v1/articles?limit=200");
+    for (const a of articles) $("brief-article").append(new Option(`${a.published_at.slice(0, 10)} ${a.title}`, a.id));
+  } catch (error) {
+    showError(`${error.message} (set the API key under Settings, then reload)`);
+  }
+}
+
+function busy(button, running) {
+  button.disabled = running;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("api-key").value = localStorage.getItem("newsdesk-api-key") || "";
+  $("api-key").addEventListener("change", () => {
+    localStorage.setItem("newsdesk-api-key", $("api-key").value.trim());
+    loadChoices();
+  });
+  $("ask-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const question = $("question").value.trim();
+    if (!question) return;
+    $("question").value = "";
+    busy($("ask"), true);
+    try {
+      await ask(question);
+    } finally {
+      busy($("ask"), false);
+      $("question").focus();
+    }
+  });
+  $("new-chat").addEventListener("click", () => {
+    state.messages = [];
+    $("log").replaceChildren();
+  });
+  $("brief-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const articleId = $("brief-article").value;
+    const topic = $("brief-topic").value.trim();
+    if (!articleId && !topic) {
+      showError("Pick an article or type a topic to brief.");
+      return;
+    }
+    busy($("brief"), true);
+    try {
+      await brief(articleId, topic);
+    } finally {
+      busy($("brief"), false);
+    }
+  });
+  $("close-source").addEventListener("click", () => { $("source").hidden = true; });
+  loadChoices();
+});

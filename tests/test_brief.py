@@ -1,0 +1,368 @@
+"""Quick Looks briefs: clause cuts, the extractive engine, topic briefs over the corpus, the LLM engine
+(LangChain fake chat models for deterministic structured output; the real llama.cpp server for the
+protocol), the service and the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from pydantic import Field
+
+from app.article import Article, Section
+from app.brief import Brief, Document
+from app.brief.clauses import join_pieces, shorten, word_count
+from app.brief.eval import fact_coverage, lead, rouge
+from app.brief.extractive import ExtractiveBriefEngine
+from app.brief.llm import LLMBriefEngine, MalformedOutputError, parse_output
+from app.config import Settings
+from app.embed import Embedder
+from app.errors import InputError, NotFoundError
+from app.parse import parse_file
+from app.service import Newsdesk
+from app.verify import Verifier
+
+from .conftest import CORPUS, SAMPLE_ARTICLE, make_ingestor, needs_shared
+
+PORT_STORY = """\
+Dock workers at the northern port of Haldane walked out on Monday, halting cargo traffic for the first \
+time since 2011.
+The Haldane Dockers' Union said 2,400 members joined the strike, which was called after talks on a new \
+pay deal collapsed last week.
+The port authority, which runs the harbour for the regional government, said only 1,900 workers stayed away.
+Shipping lines diverted 31 vessels to other harbours, according to the harbour master.
+In a statement on Monday evening, the union demanded a 9 percent pay rise over two years \
+(the authority has offered 4 percent).
+Exporters of frozen fish warned that the stoppage could cost them 3 million euros a day.
+Mediator Ilse Brandt said talks would resume on Thursday in the town hall.
+Police reported no incidents at the picket lines."""
+
+
+def article(text: str = PORT_STORY, article_id: str = "port-1", published_at: str = "2025-05-12") -> Article:
+    return Article(
+        id=article_id,
+        title="Haldane dock workers strike over pay",
+        text=text,
+        sections=[Section("body", 0, len(text))],
+        source="Harbor Ledger",
+        published_at=published_at,
+    )
+
+
+@pytest.fixture(scope="module")
+def engine(embedder: Embedder) -> ExtractiveBriefEngine:
+    return ExtractiveBriefEngine(embedder)
+
+
+def assert_verbatim(brief: Brief, texts: dict[str, str]) -> None:
+    for bullet in brief.bullets:
+        text = texts[bullet.citations[0].article_id]
+        assert join_pieces(text, bullet.pieces) == bullet.text
+        assert all(text[s:e] in bullet.text for s, e in bullet.pieces)
+        for citation in bullet.citations:
+            assert texts[citation.article_id][citation.start : citation.end] == citation.quote
+        assert bullet.verdict.supported, bullet.verdict.reason
+
+
+# -- clause cuts ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sentence", "expected"),
+    [
+        (
+            "The port authority, which runs the harbour for the regional government and the city, said only "
+            "1,900 workers stayed away from work on the first day.",
+            "The port authority said only 1,900 workers stayed away from work on the first day.",
+        ),
+        (
+            "In a statement on Monday evening, the union demanded a 9 percent pay rise over two years for all "
+            "of its members (the authority has offered 4 percent).",
+            "In a statement on Monday evening, the union demanded a 9 percent pay rise over two years for all "
+            "of its members.",
+        ),
+        (
+            "HALDANE, Norland — Dock workers walked out on Monday, halting cargo traffic at the port for the "
+            "first time since the long dispute of the winter of 2011.",
+            "Dock workers walked out on Monday, halting cargo traffic at the port for the first time since the "
+            "long dispute of the winter of 2011.",
+        ),
+        (
+            "Moscow says all of the Kursk region is back under its full control after a long campaign; Kyiv "
+            "disputes the claim and says fighting continues.",
+            "Moscow says all of the Kursk region is back under its full control after a long campaign; Kyiv "
+            "disputes the claim and says fighting continues.",
+        ),
+        (
+            "The bridge will remain closed to all traffic until Thursday, while engineers inspect the damage "
+            "left by the storm, police said.",
+            "The bridge will remain closed to all traffic until Thursday, police said.",
+        ),
+    ],
+)
+def test_shorten_cuts_whole_clauses_and_keeps_attribution(sentence: str, expected: str) -> None:
+    pieces = shorten(sentence, 0, len(sentence), max_words=16)
+    assert join_pieces(sentence, pieces) == expected
+    assert all(sentence[s:e] in sentence for s, e in pieces)
+
+
+def test_shorten_keeps_a_short_sentence_whole() -> None:
+    sentence = "Police reported no incidents at the picket lines."
+    assert shorten(sentence, 0, len(sentence), max_words=20) == [(0, len(sentence))]
+    assert word_count(sentence) == 8
+
+
+# -- the extractive engine ------------------------------------------------------------------------------
+
+
+def test_extractive_brief_is_verbatim_cited_and_verified(engine: ExtractiveBriefEngine) -> None:
+    story = article()
+    brief = engine.brief([Document(story)], bullets=4, kind="article", subject=story.id)
+    assert brief.engine == "extractive" and brief.kind == "article"
+    assert len(brief.bullets) == 4 and not brief.dropped
+    assert_verbatim(brief, {story.id: story.text})
+    assert "2,400" in brief.bullets[0].text or "walked out" in brief.bullets[0].text, "the lead facts come first"
+    assert len({b.citations[0].start for b in brief.bullets}) == 4, "no sentence twice"
+    assert [c.number for c in brief.sources] == [1, 2, 3, 4]
+    assert all(word_count(b.text) <= 22 for b in brief.bullets)
+
+
+def test_long_input_is_briefed_in_windows_not_truncated(embedder: Embedder) -> None:
+    subjects = ["Harbour crews", "Fish exporters", "The ferry company", "Rail freight firms", "Customs officers"]
+    objects = ["timber", "frozen cod", "wind turbine blades", "grain", "new cars", "fertiliser", "steel coils"]
+    paragraphs = [
+        f"{subjects[n % 5]} moved {100 + n} loads of {objects[n % 7]} through berth {n} during week {n % 9 + 1}."
+        for n in range(1, 40)
+    ]
+    text = "\n".join([*paragraphs, "Fire crews put out a blaze on the last pier, the harbour master said."])
+    long_story = article(text, "long-1")
+    engine = ExtractiveBriefEngine(embedder, window_tokens=200)
+    brief = engine.brief([Document(long_story)], bullets=4, kind="article", subject="long-1")
+    assert any("windows" in note for note in brief.notes)
+    assert len(brief.bullets) == 4
+    assert_verbatim(brief, {"long-1": text})
+
+
+def test_scoring_helpers() -> None:
+    assert lead("One sentence here. Two sentences here. Three here. Four here.", 3) == [
+        "One sentence here.",
+        "Two sentences here.",
+        "Three here.",
+    ]
+    perfect = rouge([["the union said 2,400 joined"]], [["the union said 2,400 joined"]])
+    assert perfect["rouge1"] == pytest.approx(100.0) and perfect["rougeLsum"] == pytest.approx(100.0)
+    assert rouge([["fish prices rose"]], [["the union said 2,400 joined"]])["rouge1"] == 0.0
+
+
+def test_fact_coverage_needs_the_numbers(embedder: Embedder) -> None:
+    verifier = Verifier(embedder)
+    covered = fact_coverage(
+        ["The union said 2,400 members joined the strike.", "Exporters warned of losses."],
+        ["Union says 2,400 members strike.", "Union says 3,100 members strike."],
+        verifier,
+    )
+    assert [c.covered for c in covered] == [True, False]
+
+
+@needs_shared(SAMPLE_ARTICLE)
+def test_sample_article_brief_covers_its_quick_looks(engine: ExtractiveBriefEngine) -> None:
+    """The customer's sample: 8 bullets of its Deep Look body (Quick Looks not in the input).
+    Target 6 of 8 facts; measured 5 of 8 (bench/brief.py), which this guards."""
+    sample = parse_file(SAMPLE_ARTICLE, max_bytes=10**7).articles[0]
+    body = tuple((s.start, s.end) for s in sample.sections if s.name == "body")
+    brief = engine.brief([Document(sample, body)], bullets=8, kind="article", subject=sample.id)
+    assert len(brief.bullets) == 8
+    assert all(body[0][0] <= b.citations[0].start for b in brief.bullets), "only the body was briefed"
+    covered = fact_coverage([b.text for b in brief.bullets], sample.quick_looks, engine.verifier)
+    assert sum(c.covered for c in covered) >= 5
+
+
+# -- the service: stored articles, files, topics ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def desk(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Newsdesk:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("brief-desk"), engine="extractive")
+    make_ingestor(settings, embedder).ingest_paths([CORPUS], max_bytes=settings.max_file_bytes)
+    return Newsdesk(settings, embedder)
+
+
+@pytest.mark.slow
+def test_stored_article_and_file_briefs(desk: Newsdesk, tmp_path: Path) -> None:
+    stored = desk.store.list_articles(limit=1)[0]
+    brief = desk.brief(article_id=stored.id, bullets=5)
+    assert brief.kind == "article" and len(brief.bullets) == 5
+    assert_verbatim(brief, {stored.id: desk.store.get_article(stored.id).text})
+
+    path = tmp_path / "port.md"
+    path.write_text(f"---\ntitle: Haldane strike\nsource: Harbor Ledger\n---\n{PORT_STORY}\n", encoding="utf-8")
+    before = desk.store.article_count()
+    from_file = desk.brief(path=path, bullets=4)
+    assert from_file.kind == "file" and len(from_file.bullets) == 4
+    assert desk.store.article_count() == before, "a file brief does not ingest"
+
+
+@pytest.mark.slow
+def test_brief_errors_are_typed(desk: Newsdesk, tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="no article with id 'nope'"):
+        desk.brief(article_id="nope")
+    with pytest.raises(InputError, match="brief one thing"):
+        desk.brief(article_id="x", topic="y")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(InputError, match="file is empty"):
+        desk.brief(path=empty)
+
+
+@pytest.mark.slow
+def test_topic_brief_merges_orders_and_notes_disagreement(desk: Newsdesk) -> None:
+    brief = desk.brief(topic="civilians killed in overnight Russian strikes on Ukraine", bullets=4)
+    assert brief.kind == "topic" and brief.bullets
+    texts = {a.id: a.text for a in desk.store.get_articles(list({c.article_id for c in brief.sources}))}
+    assert_verbatim(brief, texts)
+    sources = {c.source for b in brief.bullets for c in b.citations}
+    assert {"Newslooks", "Harbor Ledger"} <= sources, "both Kursk articles are cited"
+    civilians = [d for d in brief.disagreements if "civilians" in d]
+    assert civilians and "at least four" in civilians[0] and "Three" in civilians[0]
+    flagged = next(b for b in brief.bullets if b.note and "civilians" in b.note)
+    assert len({c.article_id for c in flagged.citations}) == 2, "one bullet citing both reports"
+    dates = [b.event_date for b in brief.bullets]
+    assert dates == sorted(dates), "events in date order"
+
+
+# -- the LLM engine -----------------------------------------------------------------------------------------
+
+
+def llm_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {"data_dir": tmp_path, "llm_base_url": "http://127.0.0.1:9/v1", "llm_max_retries": 0}
+    return Settings(**(values | overrides))  # type: ignore[arg-type]
+
+
+class RecordingChat(FakeListChatModel):
+    """Queues canned replies and keeps the keyword arguments of every call (response_format...)."""
+
+    seen: list[dict[str, object]] = Field(default_factory=list)
+
+    def _call(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[no-untyped-def,override]
+        self.seen.append({"messages": messages, **kwargs})
+        return super()._call(messages, stop, run_manager, **kwargs)
+
+
+def test_llm_brief_keeps_supported_bullets_and_drops_the_rest(tmp_path: Path, embedder: Embedder) -> None:
+    reply = {
+        "bullets": [
+            {"text": "The union says 2,400 members joined the Haldane strike.", "sources": [1]},
+            {"text": "Shipping lines diverted 45 vessels to other harbours.", "sources": [1]},
+            {"text": "The mayor promised a new ferry terminal.", "sources": [1]},
+            {"text": "Police reported no incidents at the picket lines.", "sources": [7]},
+        ]
+    }
+    chat = RecordingChat(responses=[json.dumps(reply)])
+    engine = LLMBriefEngine(llm_settings(tmp_path), Verifier(embedder), chat_model=chat)
+    story = article()
+    brief = engine.brief([Document(story)], bullets=5, kind="article", subject=story.id)
+    assert [b.text for b in brief.bullets] == ["The union says 2,400 members joined the Haldane strike."]
+    citation = brief.bullets[0].citations[0]
+    assert story.text[citation.start : citation.end] == citation.quote and "2,400" in citation.quote
+    dropped = {d.text: d.reason for d in brief.dropped}
+    assert "45" in dropped["Shipping lines diverted 45 vessels to other harbours."]
+    assert "meaning not supported" in dropped["The mayor promised a new ferry terminal."]
+    assert dropped["Police reported no incidents at the picket lines."] == "cites no source"
+    assert any("[7]" in note for note in brief.notes)
+    sent = chat.seen[0]
+    assert sent["response_format"] == {"type": "json_object", "schema": sent["response_format"]["schema"]}  # type: ignore[index]
+    assert "2,400 members" in str(sent["messages"]), "the article was sent as a numbered source"
+
+
+def test_malformed_json_is_a_typed_error_or_a_degraded_fallback(tmp_path: Path, embedder: Embedder) -> None:
+    with pytest.raises(MalformedOutputError, match="did not reply with the JSON brief"):
+        parse_output('Sure! Here are the bullets: {"bullets": [{"text": 1', "LLM server x")
+    assert parse_output('```json\n{"bullets": []}\n```', "x").bullets == []
+
+    settings = llm_settings(tmp_path, llm_fallback_extractive=False)
+    desk = Newsdesk(settings, embedder)
+    desk.__dict__["llm_brief"] = LLMBriefEngine(
+        settings, desk.verifier, chat_model=FakeListChatModel(responses=["not json at all"])
+    )
+    path = tmp_path / "port.txt"
+    path.write_text(PORT_STORY, encoding="utf-8")
+    with pytest.raises(MalformedOutputError):
+        desk.brief(path=path, engine="llm")
+
+    desk.settings = llm_settings(tmp_path, llm_fallback_extractive=True)
+    fallback = desk.brief(path=path, engine="llm", bullets=4)
+    assert fallback.degraded and fallback.engine == "extractive" and len(fallback.bullets) == 4
+    assert any("the LLM failed" in note for note in fallback.notes)
+
+
+@pytest.mark.slow
+def test_llm_brief_protocol_on_llama_cpp(llama_server: str, tmp_path: Path, embedder: Embedder) -> None:
+    """Gemma 3 270M writes poor briefs; this checks the request (JSON schema as a grammar) and our handling."""
+    settings = Settings(
+        data_dir=tmp_path,
+        llm_base_url=llama_server,
+        llm_model="gemma-3-270m",
+        llm_context_tokens=2048,
+        llm_max_answer_tokens=200,
+        llm_timeout_s=120,
+        llm_max_retries=0,
+    )
+    engine = LLMBriefEngine(settings, Verifier(embedder))
+    story = article()
+    brief = engine.brief([Document(story)], bullets=3, kind="article", subject=story.id)
+    assert brief.engine == "llm"
+    assert brief.bullets or brief.dropped, "the grammar-constrained reply parsed into bullets"
+    for bullet in brief.bullets:
+        assert bullet.verdict.supported
+        assert all(story.text[c.start : c.end] == c.quote for c in bullet.citations)
+    assert all(d.reason for d in brief.dropped)
+
+    cut_short = settings.model_copy(update={"llm_structured_output": "prompt", "llm_max_answer_tokens": 8})
+    with pytest.raises(MalformedOutputError, match="gemma-3-270m"):
+        LLMBriefEngine(cut_short, Verifier(embedder)).brief([Document(story)], bullets=3, kind="article", subject="x")
+
+
+@pytest.mark.slow
+def test_cli_brief_json_and_errors(tmp_path: Path) -> None:
+    env = {**os.environ, "NEWSDESK_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "200"}
+    path = tmp_path / "port.txt"
+    path.write_text(PORT_STORY, encoding="utf-8")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "app", "brief", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+
+    shown = run("--file", str(path), "--bullets", "4", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert len(data["bullets"]) == 4 and data["kind"] == "file"
+    assert {"text", "citations", "verdict", "pieces"} <= data["bullets"][0].keys()
+    assert data["sources"][0]["quote"] in PORT_STORY
+    printed = run("--file", str(path), "--bullets", "4")
+    assert printed.returncode == 0 and "Quick Looks" in printed.stdout and "[1]" in printed.stdout
+    missing = run("nope")
+    assert missing.returncode == 1 and "no article with id 'nope'" in missing.stderr
+    both = run("nope", "--topic", "strike")
+    assert both.returncode == 2 and "exactly one of" in both.stderr
+
+
+@pytest.mark.slow
+def test_llm_answers_are_checked_by_the_verifier(desk: Newsdesk) -> None:
+    from app.answer.llm import LLMEngine
+
+    reply = (
+        "Russian strikes overnight killed three civilians, according to regional governors [1]. "
+        "The strikes also destroyed 900 bridges across the Kursk region [1]."
+    )
+    desk.__dict__["llm"] = LLMEngine(desk.settings, FakeListChatModel(responses=[reply]))
+    try:
+        answer = desk.ask("How many civilians were killed overnight in the Russian attacks?", engine="llm")
+    finally:
+        del desk.__dict__["llm"]
+    assert answer.unsupported == ["The strikes also destroyed 900 bridges across the Kursk region."]
+    assert any("900" in note for note in answer.notes)

@@ -1,0 +1,118 @@
+"""The grounding verifier: facts compared as facts, meaning by the real MiniLM, calibration re-run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.answer import Answer
+from app.embed import Embedder
+from app.retrieve import Passage
+from app.verify import SUPPORT_THRESHOLD, Verifier, calibrate, check_answer, entities_in, missing_facts, numbers_in
+
+from .conftest import REPO
+
+PAIRS = [
+    (d["claim"], d["span"], d["supported"])
+    for d in map(json.loads, (REPO / "tests" / "data" / "grounding_pairs.jsonl").read_text().splitlines())
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("about 1,300 square kilometres", 1300),
+        ("1300 square kilometres", 1300),
+        ("three missiles", 3),
+        ("thirty-one vessels", 31),
+        ("1.3 million euros", 1_300_000),
+        ("a budget of 1,300,000 euros", 1_300_000),
+        ("up 6%", 6),
+        ("up 6 percent", 6),
+    ],
+)
+def test_numbers_are_compared_as_numbers(text: str, value: float) -> None:
+    assert value in numbers_in(text)
+
+
+def test_missing_numbers_dates_and_names_are_reported() -> None:
+    span = "On Tuesday the council approved 1,300,000 euros for Mayor Ilse Brandt's cycle lanes."
+    assert missing_facts("The council approved 1.3 million euros.", span) == []
+    assert missing_facts("The council approved 1.4 million euros.", span) == ["1,400,000"]
+    assert missing_facts("On Friday the council approved the lanes.", span) == ["friday"]
+    assert missing_facts("Mayor Karl Weber got the lanes approved.", span) == ["karl", "weber"]
+    assert missing_facts("The council did not approve the lanes.", span) == ["a negation"]
+
+
+def test_sentence_initial_capitals_are_names_only_when_they_look_like_names() -> None:
+    assert entities_in("Overnight attacks killed three people.") == []
+    assert entities_in("Officials said the port reopened.") == []
+    assert entities_in("Brandt said the port reopened.") == ["brandt"]
+    assert entities_in("The ferry left Harwich for Esbjerg.") == ["harwich", "esbjerg"]
+    assert "russia" not in missing_facts("Russia fired 114 drones.", "Russian forces fired 114 drones.")
+
+
+def test_verdicts_from_the_real_embedder(embedder: Embedder) -> None:
+    verifier = Verifier(embedder)
+    span = "Shipping lines diverted 31 vessels to other harbours as the queue of ships grew."
+    supported = verifier.check("Shipping lines diverted 31 vessels to other harbours.", [span])
+    assert supported.supported and supported.similarity is not None and supported.similarity > SUPPORT_THRESHOLD
+    wrong_number = verifier.check("Shipping lines diverted 13 vessels to other harbours.", [span])
+    assert not wrong_number.supported and "13" in wrong_number.reason
+    unrelated = verifier.check("The ferry operator is adding a new route to the mainland.", [span])
+    assert not unrelated.supported and "meaning not supported" in unrelated.reason
+    assert not verifier.check("Shipping lines diverted 31 vessels.", []).supported
+
+
+def test_recorded_threshold_is_still_the_calibrated_one(embedder: Embedder) -> None:
+    """Re-runs the calibration on the labelled pairs: the recorded threshold must sit in the best range."""
+    verifier = Verifier(embedder)
+    threshold, accuracy = calibrate(verifier, PAIRS)
+    assert accuracy >= 0.9
+    assert abs(threshold - SUPPORT_THRESHOLD) < 0.03
+    predicted = verifier.check_many([(claim, [span]) for claim, span, _ in PAIRS])
+    correct = sum(v.supported == label for v, (_, _, label) in zip(predicted, PAIRS, strict=True))
+    assert correct / len(PAIRS) == pytest.approx(accuracy)
+
+
+def _passage(text: str, number: int) -> Passage:
+    return Passage(
+        chunk_id=f"a{number}:fp:0",
+        article_id=f"a{number}",
+        title="Port strike",
+        source="Harbor Ledger",
+        url="",
+        published_at="2025-05-12",
+        section="body",
+        chunk_index=0,
+        start=0,
+        end=len(text),
+        text=text,
+        score=1.0,
+    )
+
+
+def test_unsupported_answer_sentences_are_flagged(embedder: Embedder) -> None:
+    passages = [
+        _passage("Dock workers walked out on Monday. The union said 2,400 members joined the strike.", 1),
+        _passage("Shipping lines diverted 31 vessels to other harbours. Talks resume on Thursday.", 2),
+    ]
+    answer = Answer(
+        question="What happened at the port?",
+        answer="The union said 2,400 members joined the strike [1]. "
+        "Shipping lines diverted 45 vessels to other harbours [2]. "
+        "The mayor promised compensation for the harbour pilots [2].",
+        citations=[],
+        engine="llm",
+        refused=False,
+        passages=passages,
+    )
+    checks = check_answer(answer, Verifier(embedder))
+    assert [c.verdict.supported for c in checks] == [True, False, False]
+    assert checks[0].sources == (1,)
+    assert answer.unsupported == [
+        "Shipping lines diverted 45 vessels to other harbours.",
+        "The mayor promised compensation for the harbour pilots.",
+    ]
+    assert any("45" in note for note in answer.notes)
