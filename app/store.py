@@ -277,12 +277,9 @@ class Store:
         if self._chunks is None:
             return []
         with chroma_errors("searching"):
-            total = self._chunks.count()
-            if total == 0:
-                return []
-            got = self._chunks.query(
+            got = self._chunks.query(  # Chroma returns fewer than n_results when the collection is smaller
                 query_embeddings=np.asarray([embedding], dtype=np.float32),
-                n_results=min(total, k * 2 + 8),
+                n_results=k * 2 + 8,
                 where=where,
                 include=["documents", "metadatas", "distances"],
             )
