@@ -13,41 +13,23 @@ Prints, from ../shared/data (skipped when absent):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from app.article import Article, Section
 from app.brief import Brief, Document
 from app.brief.eval import fact_coverage, lead, rouge
 from app.brief.extractive import ExtractiveBriefEngine
 from app.chunk import split_sentences
 from app.config import Settings
 from app.embed import build_embedder
+from app.evals.suites import load_reference_articles
 from app.parse import parse_file
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CNNDM = SHARED / "cnndm_highlights" / "articles_dev.jsonl"
 SAMPLE = SHARED / "seed" / "kursk_newslooks.txt"
-
-
-def load_cnndm(path: Path) -> list[tuple[Article, list[str]]]:
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            body = record["body"]
-            article = Article(
-                id=record["id"],
-                title=record.get("title") or "",
-                text=body,
-                sections=[Section("body", 0, len(body))],
-                source=record.get("source") or "",
-            )
-            out.append((article, list(record["highlights"])))
-    return out
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -83,7 +65,7 @@ def main() -> int:
         return brief
 
     if CNNDM.exists():
-        records = load_cnndm(CNNDM)
+        records = load_reference_articles(CNNDM)
         briefs = [[b.text for b in timed(Document(a), args.bullets).bullets] for a, _ in records]
         references = [highlights for _, highlights in records]
         ours = rouge(briefs, references)

@@ -66,28 +66,19 @@ api = APIRouter(prefix="/v1", dependencies=[Depends(guard)], responses=ERRORS)
 metrics = APIRouter(dependencies=[Depends(guard)], responses=ERRORS, tags=["health"])
 
 
-def check_question(text: str, settings: Settings) -> str:
+def check_question(
+    text: str, settings: Settings, what: str = "question", example: str = "the text of a question"
+) -> str:
+    """The stripped text of a question (or a brief's topic), refused when empty or over the length limit."""
     question = text.strip()
     if not question:
-        raise InputError("the question is empty: send the text of a question")
+        raise InputError(f"the {what} is empty: send {example}")
     if len(question) > settings.max_question_chars:
         raise InputError(
-            f"the question is {len(question):,} characters, over the limit of {settings.max_question_chars:,} "
+            f"the {what} is {len(question):,} characters, over the limit of {settings.max_question_chars:,} "
             "(NEWSDESK_MAX_QUESTION_CHARS); shorten it"
         )
     return question
-
-
-def check_topic(text: str, settings: Settings) -> str:
-    topic = text.strip()
-    if not topic:
-        raise InputError("the topic is empty: send what to brief, e.g. 'Kursk civilians killed overnight'")
-    if len(topic) > settings.max_question_chars:
-        raise InputError(
-            f"the topic is {len(topic):,} characters, over the limit of {settings.max_question_chars:,} "
-            "(NEWSDESK_MAX_QUESTION_CHARS); shorten it"
-        )
-    return topic
 
 
 @health.get("/healthz")
@@ -136,7 +127,11 @@ async def brief(body: BriefIn, service: ServiceDep) -> BriefOut:
     """A Quick Looks brief of one stored article or of a topic across the stored articles: short bullets,
     most important first, each cited to the exact sentence (quote and character span) and checked by the
     grounding verifier; rejected candidates are listed in ``dropped``."""
-    topic = check_topic(body.topic, service.settings) if body.topic is not None else None
+    topic = (
+        check_question(body.topic, service.settings, "topic", "what to brief, e.g. 'Kursk civilians killed overnight'")
+        if body.topic is not None
+        else None
+    )
     service.engine_name(body.engine)  # an unconfigured LLM is a 400 before any work
     result = await service.run(
         partial(
