@@ -25,6 +25,9 @@ _BOUNDARY = re.compile(r"""[.!?]+['"’”)\]]*(?=\s+['"‘“(\[]?[A-Z0-9])""")
 _WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z.]*)\.$")
 
 
+MIN_ANSWER_WORDS = 4
+
+
 @dataclass(frozen=True)
 class Sentence:
     start: int
@@ -47,6 +50,12 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[S
             cursor = cut
         sentences.extend(_trimmed(text, cursor, para_end))
     return sentences
+
+
+def answer_sentences(text: str) -> list[Sentence]:
+    """The sentences of a chunk that can answer a question (``MIN_ANSWER_WORDS`` words or more):
+    their vectors are stored at ingest, and the extractive engine picks among them."""
+    return [s for s in split_sentences(text) if len(s.text.split()) >= MIN_ANSWER_WORDS]
 
 
 def _paragraphs(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:

@@ -121,6 +121,7 @@ def _print_report(report: IngestReport) -> None:
         ("articles unchanged", report.unchanged),
         ("chunks embedded", report.chunks_embedded),
         ("chunks reused", report.chunks_reused),
+        ("sentence vectors", report.sentences_embedded),
         ("failed inputs", len(report.errors)),
         ("time", f"{report.seconds:.1f} s (embedding {report.embedding_seconds:.1f} s, {rate:.0f} chunks/s)"),
     ):

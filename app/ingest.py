@@ -1,8 +1,8 @@
 """Ingest: files -> articles -> chunks -> vectors -> store, idempotent and crash-safe.
 
 Per article: skip when the live version has the same fingerprint (no model call);
-otherwise write the chunks that are not stored yet, commit the registry record, then
-delete the previous version's chunks. A killed run is finished by the next one, which
+otherwise write the chunks and their sentence vectors that are not stored yet, commit
+the registry record, then delete the previous version's records. A killed run is finished by the next one, which
 reuses every chunk already written.
 """
 
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Protocol
 
 from app.article import Article, Chunk
-from app.chunk import Chunker
+from app.chunk import Chunker, answer_sentences
 from app.config import Settings
 from app.embed import Embedder
 from app.errors import ParseError
 from app.parse import Format, discover, parse_file
-from app.store import ArticleRecord, ArticleVersion, Store, chunk_id
+from app.store import ArticleRecord, ArticleVersion, Store, chunk_id, sentence_id
 
 log = logging.getLogger("newsdesk.ingest")
 
@@ -40,6 +40,7 @@ class IngestReport:
     unchanged: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
+    sentences_embedded: int = 0
     errors: list[ParseError] = field(default_factory=list)
     seconds: float = 0.0
     embedding_seconds: float = 0.0
@@ -139,14 +140,20 @@ class Ingestor:
         wanted = {chunk_id(v.article.id, v.fingerprint, c.index): (v.article, c) for v in pending for c in v.chunks}
         stored = self.store.existing_chunk_ids(list(wanted))
         missing = [cid for cid in wanted if cid not in stored]
+        sentences = self._missing_sentences(pending)
+        texts = [_embedding_text(*wanted[cid]) for cid in missing] + [text for _, _, text in sentences]
         embed_started = time.perf_counter()
-        vectors = self.embedder.embed_documents([_embedding_text(*wanted[cid]) for cid in missing])
+        vectors = self.embedder.embed_documents(texts)  # one model call: chunks and sentences batch together
         report.embedding_seconds += time.perf_counter() - embed_started
         report.chunks_embedded += len(missing)
         report.chunks_reused += len(stored)
+        report.sentences_embedded += len(sentences)
 
         replacing = {v.article.id for v in pending if v.article.id in previous}
-        self.store.write_chunks(pending, dict(zip(missing, vectors, strict=True)))
+        self.store.write_chunks(pending, dict(zip(missing, vectors[: len(missing)], strict=True)))
+        self.store.write_sentences(
+            [(sid, fingerprint[0], fingerprint[1]) for sid, fingerprint, _ in sentences], vectors[len(missing) :]
+        )
         self.store.commit(pending, replacing)
         for version in pending:
             article = version.article
@@ -159,6 +166,18 @@ class Ingestor:
             log.info("committed %s (%d chunks)", article.id, len(version.chunks))
             if progress:
                 progress.advance(1, len(version.chunks))
+
+    def _missing_sentences(self, pending: Sequence[ArticleVersion]) -> list[tuple[str, tuple[str, str], str]]:
+        """(sentence id, (article id, fingerprint), text) of the sentences not stored yet, once each."""
+        found: dict[str, tuple[tuple[str, str], str]] = {}
+        for version in pending:
+            for chunk in version.chunks:
+                cid = chunk_id(version.article.id, version.fingerprint, chunk.index)
+                for sentence in answer_sentences(chunk.text):
+                    sid = sentence_id(cid, chunk.start + sentence.start)
+                    found.setdefault(sid, ((version.article.id, version.fingerprint), sentence.text))
+        stored = self.store.existing_sentence_ids(list(found))
+        return [(sid, key, text) for sid, (key, text) in found.items() if sid not in stored]
 
     def _drop_earlier_version_of_file(self, article: Article) -> None:
         """A file with no id or URL gets a content-hash id; when it is edited, the

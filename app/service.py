@@ -37,7 +37,7 @@ class Newsdesk:
         self.store = Store.open(settings, self.embedder)
         self.lexical = LexicalIndex(settings.data_dir / f"lexical-{settings.collection}.sqlite", self.store)
         self.retriever = Retriever(self.store, self.lexical, self.embedder)
-        self.extractive = ExtractiveEngine(self.embedder, self.lexical)
+        self.extractive = ExtractiveEngine(self.embedder, self.lexical, self.store)
         self.verifier = Verifier(self.embedder)
         self.extractive_brief = ExtractiveBriefEngine(
             self.embedder,

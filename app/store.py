@@ -1,9 +1,11 @@
 """Stage 3b: chunks and their vectors in Chroma, plus a registry of live article versions.
 
-Two collections: ``<name>`` holds chunks (vector, text, metadata); ``<name>-articles``
-holds one record per article (full text and fields, the fingerprint of its live
-version). The registry record is the commit point of an ingest: chunks are written
-first, then the registry, then stale chunks of the previous version are deleted.
+Three collections: ``<name>`` holds chunks (vector, text, metadata); ``<name>-sentences``
+holds the vector of every sentence of every chunk, so answering a question embeds only
+the question; ``<name>-articles`` holds one record per article (full text and fields, the
+fingerprint of its live version). The registry record is the commit point of an ingest:
+chunks and sentences are written first, then the registry, then stale records of the
+previous version are deleted.
 Queries drop chunks whose fingerprint is not the live one, so a crash at any step
 leaves search showing either the old version or the new one, never a mix.
 """
@@ -117,6 +119,7 @@ class Store:
                 self._chunks = self._existing(name)
                 self._registry = self._existing(f"{name}-articles")
                 self._meta = self._existing(f"{name}-meta")
+                self._sentences = self._existing(f"{name}-sentences")
                 return
             self._chunks = self._existing(name)
             if self._chunks is None:  # a new collection records the model that fills it
@@ -132,6 +135,9 @@ class Store:
                 )
             self._registry = client.get_or_create_collection(f"{name}-articles", embedding_function=None)
             self._meta = client.get_or_create_collection(f"{name}-meta", embedding_function=None)
+            self._sentences = client.get_or_create_collection(
+                f"{name}-sentences", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            )
         recorded = self._chunks.metadata or {}
         self.dimension = int(recorded.get("embedding_dim", 0))
         if recorded.get("embedding_model") != embedder.name:
@@ -254,6 +260,21 @@ class Store:
             for i, m, d in zip(got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True)
         ]
 
+    def sentence_vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
+        """Stored vectors of these sentences (see ``sentence_id``); ids not stored are left out."""
+        if not ids or self._sentences is None:
+            return {}
+        with chroma_errors("reading sentence vectors"):
+            got = self._sentences.get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
+        vectors = got["embeddings"] if got["embeddings"] is not None else []
+        return {i: [float(x) for x in v] for i, v in zip(got["ids"], vectors, strict=True)}
+
+    def existing_sentence_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids or self._sentences is None:
+            return set()
+        with chroma_errors("reading sentences"):
+            return set(self._sentences.get(ids=list(ids), include=[])["ids"])
+
     def existing_chunk_ids(self, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()
@@ -328,6 +349,20 @@ class Store:
                     metadatas=metadatas[offset : offset + step],
                 )
 
+    def write_sentences(self, sentences: Sequence[tuple[str, str, str]], vectors: Sequence[list[float]]) -> None:
+        """Upsert sentence vectors: ``sentences`` are (sentence id, article id, fingerprint)."""
+        if not sentences or self._sentences is None:
+            return
+        step = self.client.get_max_batch_size()
+        with chroma_errors("writing sentence vectors"):
+            for offset in range(0, len(sentences), step):
+                batch = sentences[offset : offset + step]
+                self._sentences.upsert(
+                    ids=[i for i, _, _ in batch],
+                    embeddings=np.asarray(vectors[offset : offset + step], dtype=np.float32),
+                    metadatas=[{"article_id": a, "fingerprint": f} for _, a, f in batch],
+                )
+
     def commit(self, versions: Sequence[ArticleVersion], replacing: set[str]) -> None:
         """Make these versions the live ones: the commit point of an ingest. Articles in
         ``replacing`` are marked for cleanup until their old chunks are deleted."""
@@ -361,6 +396,8 @@ class Store:
         with chroma_errors("deleting stale chunks"):
             stale = cast(Where, {"$and": [{"article_id": article_id}, {"fingerprint": {"$ne": live_fingerprint}}]})
             self.chunks.delete(where=stale)
+            if self._sentences is not None:
+                self._sentences.delete(where=stale)
             self.registry.update(ids=[article_id], metadatas=[{"needs_cleanup": False}])
 
     def delete_article(self, article_id: str) -> None:
@@ -372,10 +409,17 @@ class Store:
         self._bump_generation()
         with chroma_errors("deleting an article"):
             self.chunks.delete(where={"article_id": article_id})
+            if self._sentences is not None:
+                self._sentences.delete(where={"article_id": article_id})
 
 
 def chunk_id(article_id: str, fingerprint: str, index: int) -> str:
     return f"{article_id}:{fingerprint[:12]}:{index:04d}"
+
+
+def sentence_id(chunk_id_: str, start: int) -> str:
+    """The sentence starting at ``start`` in the article version that ``chunk_id_`` belongs to."""
+    return f"{chunk_id_.rsplit(':', 1)[0]}:s{start}"
 
 
 def _chunk_metadata(article: Article, fingerprint: str, chunk: Chunk) -> Metadata:

@@ -6,7 +6,7 @@
 The scaled store is built once (then reused) from the store in NEWSDESK_DATA_DIR without running
 the model: every article is ingested again under new ids (``<id>~<n>``) through the real ingest
 path, and its chunk vectors are the stored ones plus a little noise (so no two are identical).
-Chroma's HNSW index, the registry and the FTS5 lexical index all hold the full count. Questions:
+Chroma's HNSW index, the sentence vectors, the registry and the BM25 index all hold the full count. Questions:
 the RealTimeQA dev questions. Retrieval includes embedding the question; the full answer is
 ``Newsdesk.ask`` with the extractive engine (retrieval, sentence scoring, citations).
 """
@@ -25,11 +25,12 @@ from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
 
+from app.chunk import answer_sentences
 from app.config import Settings
 from app.embed import Embedder, build_embedder
 from app.ingest import _embedding_text, build_ingestor
 from app.service import Newsdesk
-from app.store import Store
+from app.store import Store, sentence_id
 
 QUESTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "realtimeqa" / "questions_dev.jsonl"
 NOISE = 0.01
@@ -55,13 +56,21 @@ class StoredVectors(Embeddings):
 
 
 def stored_vectors(store: Store) -> dict[str, list[float]]:
+    """Every stored vector by the text it was embedded from: chunks, and the sentences of each chunk."""
     vectors: dict[str, list[float]] = {}
     total, page = store.chunk_count(), 2000
     for offset in range(0, total, page):
         got = store.chunks.get(limit=page, offset=offset, include=["embeddings", "documents", "metadatas"])
-        for vector, doc, meta in zip(got["embeddings"], got["documents"] or [], got["metadatas"] or [], strict=True):
+        sentences: dict[str, str] = {}
+        for cid, vector, doc, meta in zip(
+            got["ids"], got["embeddings"], got["documents"] or [], got["metadatas"] or [], strict=True
+        ):
             title = str(meta.get("title") or "")
             vectors[f"{title}\n{doc}" if title else str(doc)] = [float(x) for x in vector]
+            for sentence in answer_sentences(str(doc)):
+                sentences[sentence_id(cid, int(str(meta["start"])) + sentence.start)] = sentence.text
+        for sid, vector in store.sentence_vectors(list(sentences)).items():
+            vectors[sentences[sid]] = vector
     return vectors
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import date
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+import app.lexical as lexical_module
 from app.answer import Turn
 from app.answer.extractive import ExtractiveEngine, answer_type
 from app.config import Settings
 from app.embed import Embedder
+from app.lexical import LexicalIndex
 from app.retrieve import Filters
 from app.service import Newsdesk
 from app.store import Store
@@ -184,3 +187,94 @@ def test_extractive_engine_never_invents_text(desk: Newsdesk) -> None:
     for question in ("Who is the new German chancellor?", "How much was Apple fined?", "When did Starliner return?"):
         answer = engine.answer(question, desk.retriever.retrieve(question, k=8))
         assert quotes_are_verbatim(desk, answer.citations)
+
+
+class CountingEmbeddings:
+    """The real model, counting the texts it is asked to embed."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.texts: list[str] = []
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.texts.extend(texts)
+        return self.inner.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def test_answer_embeds_only_the_question_when_sentence_vectors_are_stored(desk: Newsdesk) -> None:
+    question = "How many drones did Ukraine say it shot down?"
+    passages = desk.retriever.retrieve(question, k=8)
+    counting = CountingEmbeddings(desk.embedder)
+    stored = ExtractiveEngine(Embedder(desk.embedder.name, counting), desk.lexical, desk.store)  # type: ignore[arg-type]
+    answer = stored.answer(question, passages)
+    assert counting.texts == [question], "candidate sentences come from the store, not the model"
+    counting.texts.clear()
+    unstored = ExtractiveEngine(Embedder(desk.embedder.name, counting), desk.lexical)  # type: ignore[arg-type]
+    again = unstored.answer(question, passages)
+    assert len(counting.texts) > 1, "without stored vectors the candidates are embedded"
+    assert again.answer == answer.answer, "stored vectors are the vectors the model gives"
+
+
+def test_sentence_vectors_follow_the_live_version_and_deletion(tmp_path: Path, embedder: Embedder) -> None:
+    settings = Settings(data_dir=tmp_path)
+    source = CORPUS / "2025-02-24-germany-election-merz.txt"
+    path = tmp_path / "merz.txt"
+    path.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    ingestor = make_ingestor(settings, embedder)
+    report = ingestor.ingest_paths([path], max_bytes=10**6)
+    store = Store.open(settings, embedder)
+    assert report.sentences_embedded > 10
+    sentences = store._sentences
+    assert sentences is not None and sentences.count() == report.sentences_embedded
+
+    path.write_text(source.read_text(encoding="utf-8") + "\nA closing sentence was added to the article later.\n")
+    make_ingestor(settings, embedder).ingest_paths([path], max_bytes=10**6)
+    live = store.list_articles()[0]
+    fingerprints = {m["fingerprint"] for m in sentences.get(include=["metadatas"])["metadatas"] or []}
+    assert fingerprints == {live.fingerprint}, "the previous version's sentences are gone"
+
+    store.delete_article(live.id)
+    assert sentences.count() == 0
+
+
+def test_merged_lexical_segments_equal_a_fresh_index(
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    files = sorted(CORPUS.glob("*.txt"))
+    desk = Newsdesk(settings, embedder)
+    ingestor = make_ingestor(settings, embedder)
+    for path in files[:-1]:
+        ingestor.ingest_paths([path], max_bytes=10**6)
+        desk.lexical.sync()  # one segment per sync
+    desk.store.delete_article(desk.lexical.search("Merz chancellor", 1)[0].article_id)
+    desk.lexical.sync()
+    monkeypatch.setattr(lexical_module, "MAX_SEGMENTS", 0)
+    ingestor.ingest_paths([files[-1]], max_bytes=10**6)
+    desk.lexical.sync()  # merges every segment into one, without the deleted article's rows
+    assert desk.lexical._db.execute("SELECT count(DISTINCT segment) FROM posting").fetchone()[0] == 1
+
+    fresh = LexicalIndex(tmp_path / "fresh.sqlite", desk.store)
+    assert fresh.sync() == len(files) - 1
+    for query in ("Kursk drones Gerasimov", "Merz chancellor", "Nobel physics quantum", "measles cases"):
+        merged = [(h.chunk_id, round(h.score, 9)) for h in desk.lexical.search(query, 10)]
+        assert merged == [(h.chunk_id, round(h.score, 9)) for h in fresh.search(query, 10)]
+    assert all("Merz" not in h.text for h in desk.lexical.search("Merz chancellor", 10))
+
+
+def test_lexical_index_in_an_older_layout_is_rebuilt(tmp_path: Path, embedder: Embedder) -> None:
+    settings = Settings(data_dir=tmp_path)
+    make_ingestor(settings, embedder).ingest_paths([CORPUS / "2025-04-26-russia-kursk-control.txt"], max_bytes=10**6)
+    path = tmp_path / f"lexical-{settings.collection}.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE VIRTUAL TABLE chunk_text USING fts5(text);"
+        "CREATE TABLE indexed_article (id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL);"
+        "CREATE TABLE index_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    )
+    old.close()
+    desk = Newsdesk(settings, embedder)
+    assert desk.lexical.sync() == 1 and desk.lexical.search("Gerasimov", 3)

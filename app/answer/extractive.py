@@ -3,7 +3,8 @@
 Each candidate sentence of the retrieved passages is scored on:
 - coverage: IDF-weighted share of the question's content words found in the sentence
   with its neighbours (and, separately, in the sentence alone);
-- meaning: embedding similarity to the question;
+- meaning: embedding similarity to the question (sentence vectors are stored at ingest, so
+  only the question is embedded here);
 - answer type: a number for "how many", a name for "who", a place for "where", a date for
   "when" that the question does not already contain;
 - retrieval: the rank of the sentence's article among the retrieved ones.
@@ -22,13 +23,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.answer import Answer, Citation, EngineName, Turn
-from app.chunk import split_sentences
+from app.chunk import MIN_ANSWER_WORDS, split_sentences
 from app.lexical import STOPWORDS, query_terms
+from app.store import sentence_id
 
 if TYPE_CHECKING:
     from app.embed import Embedder
     from app.lexical import LexicalIndex
     from app.retrieve import Passage
+    from app.store import Store
 
 NUMBER_WORDS = {
     "zero": 0,
@@ -168,9 +171,16 @@ class _Candidate:
 class ExtractiveEngine:
     name: EngineName = "extractive"
 
-    def __init__(self, embedder: Embedder, lexical: LexicalIndex | None = None, max_candidates: int = 10) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        lexical: LexicalIndex | None = None,
+        store: Store | None = None,
+        max_candidates: int = 24,
+    ) -> None:
         self.embedder = embedder
         self.lexical = lexical
+        self.store = store
         self.max_candidates = max_candidates
 
     def answer(self, question: str, passages: list[Passage]) -> Answer:
@@ -191,9 +201,9 @@ class ExtractiveEngine:
             candidate.article_rank = article_ranks[candidate.passage.article_id]
         candidates.sort(key=lambda c: c.coverage + c.sentence_coverage + 0.3 * c.typed, reverse=True)
         shortlist = candidates[: self.max_candidates]
-        vectors = self.embedder.embed_documents([question] + [c.text for c in shortlist])
-        for candidate, vector in zip(shortlist, vectors[1:], strict=True):
-            candidate.meaning = max(0.0, sum(a * b for a, b in zip(vectors[0], vector, strict=True)))
+        query, *vectors = self._vectors(question, shortlist)
+        for candidate, vector in zip(shortlist, vectors, strict=True):
+            candidate.meaning = max(0.0, sum(a * b for a, b in zip(query, vector, strict=True)))
         if (
             max(c.coverage for c in shortlist) < REFUSE_BELOW_COVERAGE
             or max(c.meaning for c in shortlist) < REFUSE_BELOW_MEANING
@@ -204,6 +214,16 @@ class ExtractiveEngine:
         companion, disagree = self._companion(best, shortlist, kind, question)
         return _compose(question, passages, [best, *companion], disagree)
 
+    def _vectors(self, question: str, candidates: list[_Candidate]) -> list[list[float]]:
+        """The question's vector, then each candidate's: stored at ingest, or embedded now when
+        the store has none (an article ingested before sentence vectors were stored)."""
+        ids = [sentence_id(c.passage.chunk_id, c.start) for c in candidates]
+        stored = self.store.sentence_vectors(ids) if self.store is not None else {}
+        missing = [c.text for c, i in zip(candidates, ids, strict=True) if i not in stored]
+        embedded = iter(self.embedder.embed_documents([question, *missing]))
+        query = next(embedded)
+        return [query] + [stored[i] if i in stored else next(embedded) for i in ids]
+
     def _candidates(self, passages: list[Passage]) -> list[_Candidate]:
         seen: set[tuple[str, int]] = set()
         out: list[_Candidate] = []
@@ -211,7 +231,7 @@ class ExtractiveEngine:
             sentences = split_sentences(passage.text)
             for i, sentence in enumerate(sentences):
                 key = (passage.article_id, passage.start + sentence.start)
-                if key in seen or len(sentence.text.split()) < 4:
+                if key in seen or len(sentence.text.split()) < MIN_ANSWER_WORDS:
                     continue
                 seen.add(key)
                 window = " ".join(s.text for s in sentences[max(0, i - 1) : i + 2])

@@ -9,7 +9,8 @@ Importance of a sentence (each signal scaled to 0..1, weights in ``WEIGHTS``):
 - **relevance** (topic briefs): similarity to the topic query.
 
 Bullets are chosen by maximal marginal relevance (``MMR_LAMBDA``; near-duplicates above
-``DUPLICATE_SIMILARITY`` are skipped), most important first, then shortened by cutting whole
+``DUPLICATE_SIMILARITY`` are skipped, but two sentences of an article giving different figures for
+the same thing are two claims, not a repeat), most important first, then shortened by cutting whole
 clauses (``app.brief.clauses``). Topic briefs merge the same fact reported by several articles
 into one bullet citing all of them, note figures that differ between articles, and put events
 in date order. Inputs over ``window_tokens`` are briefed window by window (map) and the
@@ -53,8 +54,15 @@ POSITION_REACH = 3.0  # the position prior's decay grows with (bullets / 3) ** P
 ENTITY_SHARE = 0.1  # a key name counts this much of a figure in coverage
 PARAGRAPH_REDUNDANCY = 1.0  # a paragraph usually holds one fact: one bullet per paragraph while paragraphs last
 DUPLICATE_SIMILARITY = 0.80  # two sentences this close say the same thing
-SAME_FACT_SIMILARITY = 0.55  # across articles: same subject, compared for differing figures
+SAME_FACT_SIMILARITY = 0.55  # same subject: compared for differing figures
 MIN_SENTENCE_WORDS = 5
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|"
+    r"Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\b\.?"
+)
+_DAY_OF_MONTH = re.compile(
+    rf"\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?\b|\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}"
+)
 _JUNK = re.compile(
     r"click here|read more|scroll down|follow us|share this|sign up|subscribe|published:|updated:|"
     r"all rights reserved|register or login|^\W*(?:photo|image|video|watch)\b|@\w",
@@ -211,7 +219,7 @@ class ExtractiveBriefEngine:
                 ]
             )
             centrality = 0.5 * centrality + 0.5 * title_sim
-        coverage = _coverage([units[i] for i in members])
+        coverage = _coverage([units[i] for i in members], cut=share > 0)
         relevance = subset @ context.query if context.query is not None else None
         for row, i in enumerate(members):
             unit = units[i]
@@ -236,7 +244,7 @@ class ExtractiveBriefEngine:
         while remaining and len(chosen) < n:
             best, best_value = -1, -math.inf
             for i in remaining:
-                redundancy = max((float(vectors[i] @ vectors[j]) for j in chosen), default=0.0)
+                redundancy = max((_redundancy(units, vectors, i, j) for j in chosen), default=0.0)
                 if redundancy >= DUPLICATE_SIMILARITY:
                     continue
                 if any(_same_paragraph(units[i], units[j]) for j in chosen):
@@ -319,6 +327,21 @@ class ExtractiveBriefEngine:
         return bullets
 
 
+def _redundancy(units: list[_Unit], vectors: Vectors, i: int, j: int) -> float:
+    """How much sentence i repeats sentence j. Within an article, two sentences giving different figures
+    for the same thing ("340 homes flooded", "210 homes flooded") are two claims, often by two sides: both
+    may be bullets. (Across articles, ``_merge`` makes them one bullet noting the difference.)"""
+    similarity = float(vectors[i] @ vectors[j])
+    a, b = units[i], units[j]
+    if (
+        similarity >= SAME_FACT_SIMILARITY
+        and a.doc.article.id == b.doc.article.id
+        and _differing_figures(a.sentence, b.sentence)
+    ):
+        return 0.0
+    return similarity
+
+
 def _same_paragraph(a: _Unit, b: _Unit) -> bool:
     return a.doc.article.id == b.doc.article.id and a.paragraph == b.paragraph and "\n" in a.doc.article.text
 
@@ -341,13 +364,16 @@ def _position_in_article(doc: Document, start: int, index: int) -> int:
     return before + index
 
 
-def _coverage(units: list[_Unit]) -> list[float]:
-    """Share of the article's key entities and numbers each sentence holds (scaled to the best sentence)."""
+def _coverage(units: list[_Unit], *, cut: bool) -> list[float]:
+    """Share of the article's key entities and numbers each sentence holds (scaled to the best sentence).
+    With ``cut`` (briefs longer than 3 bullets) only what the clause-cut bullet keeps counts: a name in
+    a cut appositive is not delivered."""
     items = []
     frequency: dict[str, int] = {}
     for unit in units:
-        found = {f"e:{e}" for e in entities_in(unit.sentence, unit.doc.article.text[:5000])}
-        found |= {f"n:{n:g}" for n in numbers_in(unit.sentence)}
+        text = unit.text if cut else unit.sentence
+        found = {f"e:{e}" for e in entities_in(text, unit.doc.article.text[:5000])}
+        found |= {f"n:{n:g}" for n in numbers_in(text)}
         items.append(found)
         for item in found:
             frequency[item] = frequency.get(item, 0) + 1
@@ -361,9 +387,9 @@ def _coverage(units: list[_Unit]) -> list[float]:
 
 
 def _differing_figures(a: str, b: str) -> tuple[str, str] | None:
-    """The figures two sentences about the same thing give, when they differ (years aside)."""
-    first = {n for n in numbers_in(a) if not 1900 <= n <= 2100}
-    second = {n for n in numbers_in(b) if not 1900 <= n <= 2100}
+    """The figures two sentences about the same thing give, when they differ (dates and years aside)."""
+    first = {n for n in numbers_in(_DAY_OF_MONTH.sub(" ", a)) if not 1900 <= n <= 2100}
+    second = {n for n in numbers_in(_DAY_OF_MONTH.sub(" ", b)) if not 1900 <= n <= 2100}
     if not first or not second or first & second:
         return None
     if not _counted(a, first) & _counted(b, second):

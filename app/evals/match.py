@@ -1,5 +1,6 @@
-"""Matching answers against labels: case and punctuation folded, numbers compared as numbers
-("1,300" = "1300", "three" = "3", "4.0" = "4")."""
+"""Matching answers against labels: case, punctuation and articles folded (as SQuAD's and
+RealTimeQA's own scorers do), numbers compared as numbers ("1,300" = "1300", "three" = "3",
+"4.0" = "4")."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterable
 from app.answer.extractive import NUMBER_WORDS
 
 _PUNCT = re.compile(r"[^\w\s]")
+_ARTICLES = frozenset({"a", "an", "the"})
 _MONTHS = {
     "jan": "january",
     "feb": "february",
@@ -31,7 +33,11 @@ def normalize(text: str) -> str:
     text = re.sub(r"(\d\.\d*?)0+\b", r"\1", text)  # 4.50 -> 4.5, 4.0 -> 4.
     text = re.sub(r"(?<=\d)\.(?!\d)", "", text)
     text = re.sub(r"(?<=\d)\.(?=\d)", "_", text)  # keep decimals whole: "92.7" must not match "92"
-    words = [str(NUMBER_WORDS[w]) if w in NUMBER_WORDS else _MONTHS.get(w, w) for w in _PUNCT.sub(" ", text).split()]
+    words = [
+        str(NUMBER_WORDS[w]) if w in NUMBER_WORDS else _MONTHS.get(w, w)
+        for w in _PUNCT.sub(" ", text).split()
+        if w not in _ARTICLES
+    ]
     return " ".join(words)
 
 
