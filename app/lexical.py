@@ -36,7 +36,7 @@ Kind = Literal["chunk", "article"]
 K1 = 1.2
 B = 0.75
 TITLE_WEIGHT: dict[Kind, float] = {"chunk": 0.4, "article": 2.0}  # a title word counts this many body words
-MAX_SEGMENTS = 24
+MAX_SEGMENTS = 8
 LAYOUT = "numpy-bm25/1"
 
 _SCHEMA = """
@@ -127,9 +127,10 @@ class _Postings:
         return self.codes.setdefault(value, len(self.codes))
 
     def grow(self, rows: int) -> None:
+        """Room for ``rows`` rows; capacity doubles, so adding rows one by one stays linear."""
         if rows <= len(self.alive):
             return
-        extra = rows - len(self.alive)
+        extra = max(rows, 2 * len(self.alive), 1024) - len(self.alive)
         self.lengths = np.concatenate([self.lengths, np.zeros(extra)])
         self.alive = np.concatenate([self.alive, np.zeros(extra, dtype=bool)])
         self.article = np.concatenate([self.article, np.full(extra, -1, dtype=np.int32)])
@@ -241,10 +242,19 @@ class LexicalIndex:
     def _load(self) -> None:
         """Read the persisted index into memory."""
         self._index = {"chunk": _Postings("chunk"), "article": _Postings("article")}
-        for kind, row, article_id, source, published_ts, length in self._db.execute(
-            "SELECT kind, row, article_id, source, published_ts, length FROM doc"
-        ):
-            self._index[kind].set_doc(row, article_id, source, published_ts, length)
+        for kind, index in self._index.items():
+            docs = self._db.execute(
+                "SELECT row, article_id, source, published_ts, length FROM doc WHERE kind = ?", (kind,)
+            ).fetchall()
+            if not docs:
+                continue
+            at = np.asarray([d[0] for d in docs], dtype=np.int64)
+            index.grow(int(at.max()) + 1)
+            index.alive[at] = True
+            index.lengths[at] = [d[4] for d in docs]
+            index.article[at] = [index.code(d[1]) for d in docs]
+            index.source[at] = [index.code(d[2]) for d in docs]
+            index.published[at] = [np.nan if d[3] is None else float(d[3]) for d in docs]
         for kind, term, rows, weights in self._db.execute(
             "SELECT kind, term, rows, weights FROM posting ORDER BY segment"
         ):

@@ -1,12 +1,13 @@
 """Load benchmark of the HTTP service: concurrent clients on /v1/ask against a real server.
 
-    NEWSDESK_DATA_DIR=/tmp/rtqa .venv/bin/python bench/serve.py [--clients 20] [--seconds 30]
+    NEWSDESK_DATA_DIR=/tmp/rtqa .venv/bin/python bench/serve.py [--clients 20] [--seconds 30] [--once]
 
 Starts ``newsdesk serve`` as a subprocess on a free loopback port over the existing store in
 NEWSDESK_DATA_DIR (nothing is ingested or deleted: seeding is off), with the extractive engine
 and an API key. Each client asks the next question of the questions JSONL (default
 ../shared/data/realtimeqa/questions_dev.jsonl), waits for the answer, and asks again until the
-time is up; the run then stops by itself. Prints requests/s, latency p50/p95/p99, errors, the
+time is up (with ``--once``: until each question has been asked once, so the server's
+embedding cache never helps); the run then stops by itself. Prints requests/s, latency p50/p95/p99, errors, the
 server's CPU time per request (what the machine could sustain if the server had it alone), the
 load average (other work on the machine lowers the figures), the server's peak RSS and how many
 texts its embedding cache already held; exit code 1 when any request failed.
@@ -67,23 +68,26 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
     raise SystemExit(f"the server was not ready after {timeout:.0f} s: {log.read_text()[-3000:]}")
 
 
-async def load(url: str, questions: list[str], clients: int, seconds: float) -> tuple[list[float], list[str], float]:
+async def load(
+    url: str, questions: list[str], clients: int, seconds: float, once: bool
+) -> tuple[list[float], list[str], float]:
+    """``once``: every question is asked once (no repeats, so nothing comes from the server's cache)."""
     latencies: list[float] = []
     errors: list[str] = []
-    order = itertools.cycle(questions)
+    order = iter(questions) if once else itertools.cycle(questions)
     headers = {"Authorization": f"Bearer {KEY}"}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as http:
-        for question in questions[:3]:  # warm-up, not counted
+        for question in ("Who won?", "How many were killed?", "Where did it happen?"):  # warm-up, not counted
             await http.post("/v1/ask", json={"question": question})
         started_run = time.monotonic()
         deadline = started_run + seconds
 
         async def client() -> None:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and (question := next(order, None)) is not None:
                 started = time.perf_counter()
                 try:
-                    response = await http.post("/v1/ask", json={"question": next(order)})
+                    response = await http.post("/v1/ask", json={"question": question})
                     if response.status_code != 200:
                         errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
                         continue
@@ -104,7 +108,7 @@ def cache_figures(metrics: str) -> str:
             result = line.split('result="', 1)[1].split('"', 1)[0]
             counts[result] = float(line.rsplit(" ", 1)[1])
     total = counts["hit"] + counts["miss"] or 1.0
-    return f"{counts['hit'] / total:.0%} of {total:,.0f} texts were cached (the questions repeat after one pass)"
+    return f"{counts['hit'] / total:.0%} of {total:,.0f} embedded texts came from the cache"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -116,6 +120,7 @@ def main() -> int:
     parser.add_argument("questions", nargs="?", type=Path, default=DEFAULT_QUESTIONS)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--once", action="store_true", help="ask each question once (a cold cache), then stop")
     args = parser.parse_args()
     if not args.questions.exists():
         print(f"skipped: {args.questions} not found")
@@ -141,7 +146,7 @@ def main() -> int:
             wait_ready(url, process, log, timeout=300)
             articles = httpx.get(f"{url}/readyz", timeout=10).json()["articles"]
             cpu_before = cpu_seconds(process.pid)
-            latencies, errors, elapsed = asyncio.run(load(url, questions, args.clients, args.seconds))
+            latencies, errors, elapsed = asyncio.run(load(url, questions, args.clients, args.seconds, args.once))
             cpu = cpu_seconds(process.pid) - cpu_before
             rss = peak_rss_mb(process.pid)
             cache = cache_figures(httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text)
