@@ -268,30 +268,34 @@ class LexicalIndex:
             generation = self.store.generation()
             if generation == self._generation and self._state("version") == self._version:
                 return 0
-            with self._transaction() as db:
-                if self._state("version") != self._version:
-                    self._load()  # another process wrote the index
-                if self._state("generation") == generation:
-                    return 0
-                live = self.store.live_fingerprints()
-                indexed = dict(db.execute("SELECT id, fingerprint FROM indexed_article").fetchall())
-                gone = [i for i in indexed if i not in live]
-                changed = [i for i, fp in live.items() if indexed.get(i) != fp]
-                self._remove(db, gone + changed)
-                segment = int(self._state("segments") or 0)
-                for batch_start in range(0, len(changed), 200):
-                    batch = changed[batch_start : batch_start + 200]
-                    self._add(db, segment, batch, live)
-                    segment += 1
-                if segment > MAX_SEGMENTS:
-                    self._merge(db)
-                    segment = 1
-                self._version = uuid.uuid4().hex
-                self._generation = generation
-                db.executemany(
-                    "INSERT OR REPLACE INTO index_state (key, value) VALUES (?, ?)",
-                    [("generation", generation), ("version", self._version), ("segments", str(segment))],
-                )
+            try:
+                with self._transaction() as db:
+                    if self._state("version") != self._version:
+                        self._load()  # another process wrote the index
+                    if self._state("generation") == generation:
+                        return 0
+                    live = self.store.live_fingerprints()
+                    indexed = dict(db.execute("SELECT id, fingerprint FROM indexed_article").fetchall())
+                    gone = [i for i in indexed if i not in live]
+                    changed = [i for i, fp in live.items() if indexed.get(i) != fp]
+                    self._remove(db, gone + changed)
+                    segment = int(self._state("segments") or 0)
+                    for batch_start in range(0, len(changed), 200):
+                        batch = changed[batch_start : batch_start + 200]
+                        self._add(db, segment, batch, live)
+                        segment += 1
+                    if segment > MAX_SEGMENTS:
+                        self._merge(db)
+                        segment = 1
+                    self._version = uuid.uuid4().hex
+                    self._generation = generation
+                    db.executemany(
+                        "INSERT OR REPLACE INTO index_state (key, value) VALUES (?, ?)",
+                        [("generation", generation), ("version", self._version), ("segments", str(segment))],
+                    )
+            except BaseException:
+                self._load()  # the memory may hold part of the write that was rolled back
+                raise
             return len(gone) + len(changed)
 
     def _remove(self, db: sqlite3.Connection, article_ids: Sequence[str]) -> None:

@@ -17,6 +17,7 @@ from app.answer import Turn
 from app.answer.extractive import ExtractiveEngine, answer_type
 from app.config import Settings
 from app.embed import Embedder
+from app.errors import StoreError
 from app.lexical import LexicalIndex
 from app.retrieve import Filters
 from app.service import Newsdesk
@@ -278,3 +279,34 @@ def test_lexical_index_in_an_older_layout_is_rebuilt(tmp_path: Path, embedder: E
     old.close()
     desk = Newsdesk(settings, embedder)
     assert desk.lexical.sync() == 1 and desk.lexical.search("Gerasimov", 3)
+
+
+def test_a_failed_lexical_sync_leaves_the_index_as_it_was(
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    ingestor = make_ingestor(settings, embedder)
+    path = tmp_path / "kursk.txt"
+    path.write_text((CORPUS / "2025-04-26-russia-kursk-control.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    ingestor.ingest_paths([path], max_bytes=10**6)
+    desk = Newsdesk(settings, embedder)
+    assert desk.lexical.sync() == 1
+    before = [(h.chunk_id, h.score) for h in desk.lexical.search("Kursk drones", 10)]
+    with path.open("a", encoding="utf-8") as file:
+        file.write("\nA correction about the Kursk drones was added later.\n")
+    ingestor.ingest_paths([path], max_bytes=10**6)  # a new version: the sync replaces the old one
+
+    def chroma_down(article_ids: object) -> object:
+        raise StoreError("Chroma failed while reading chunks: connection refused")
+
+    monkeypatch.setattr(desk.store, "live_chunks", chroma_down)
+    with pytest.raises(StoreError):
+        desk.lexical.sync()
+    assert [(h.chunk_id, h.score) for h in desk.lexical.search("Kursk drones", 10)] == before
+    monkeypatch.undo()
+    assert desk.lexical.sync() == 1
+    fresh = LexicalIndex(tmp_path / "fresh.sqlite", desk.store)
+    fresh.sync()
+    assert [(h.chunk_id, h.score) for h in desk.lexical.search("Kursk drones", 10)] == [
+        (h.chunk_id, h.score) for h in fresh.search("Kursk drones", 10)
+    ]
