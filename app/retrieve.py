@@ -1,4 +1,4 @@
-"""Stage 4: question -> passages. Dense (Chroma) and BM25 (FTS5) fused by reciprocal rank."""
+"""Stage 4: question -> passages. Dense (Chroma) and BM25 (app.lexical) fused by reciprocal rank."""
 
 from __future__ import annotations
 
