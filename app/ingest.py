@@ -1,9 +1,9 @@
 """Ingest: files -> articles -> chunks -> vectors -> store, idempotent and crash-safe.
 
 Per article: skip when the live version has the same fingerprint (no model call);
-otherwise write the chunks and their sentence vectors that are not stored yet, commit
-the registry record, then delete the previous version's records. A killed run is finished by the next one, which
-reuses every chunk already written.
+otherwise write the chunks and sentence vectors that are not stored yet, commit the
+registry record, then delete the previous version's records. A killed run is finished
+by the next one, which reuses every chunk and sentence vector already written.
 """
 
 from __future__ import annotations
@@ -169,13 +169,11 @@ class Ingestor:
 
     def _missing_sentences(self, pending: Sequence[ArticleVersion]) -> list[tuple[str, tuple[str, str], str]]:
         """(sentence id, (article id, fingerprint), text) of the sentences not stored yet, once each."""
-        found: dict[str, tuple[tuple[str, str], str]] = {}
-        for version in pending:
-            for chunk in version.chunks:
-                cid = chunk_id(version.article.id, version.fingerprint, chunk.index)
-                for sentence in answer_sentences(chunk.text):
-                    sid = sentence_id(cid, chunk.start + sentence.start)
-                    found.setdefault(sid, ((version.article.id, version.fingerprint), sentence.text))
+        found = {
+            sid: ((version.article.id, version.fingerprint), text)
+            for version in pending
+            for sid, text in version_sentences(version).items()
+        }
         stored = self.store.existing_sentence_ids(list(found))
         return [(sid, key, text) for sid, (key, text) in found.items() if sid not in stored]
 
@@ -188,6 +186,17 @@ class Ingestor:
             if record.id != article.id:
                 self.store.delete_article(record.id)
                 log.info("replaced %s by %s (same file %s)", record.id, article.id, article.origin)
+
+
+def version_sentences(version: ArticleVersion) -> dict[str, str]:
+    """Sentence id -> text of the answer sentences in a version's chunks; a sentence in the
+    overlap of two chunks has one id, so it appears once."""
+    found: dict[str, str] = {}
+    for chunk in version.chunks:
+        cid = chunk_id(version.article.id, version.fingerprint, chunk.index)
+        for sentence in answer_sentences(chunk.text):
+            found.setdefault(sentence_id(cid, chunk.start + sentence.start), sentence.text)
+    return found
 
 
 def _embedding_text(article: Article, chunk: Chunk) -> str:

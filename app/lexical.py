@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS doc (
     PRIMARY KEY (kind, row)
 );
 CREATE INDEX IF NOT EXISTS doc_article ON doc (article_id);
+CREATE INDEX IF NOT EXISTS doc_chunk ON doc (chunk_id);
 CREATE TABLE IF NOT EXISTS posting (
     kind TEXT NOT NULL, segment INTEGER NOT NULL, term TEXT NOT NULL, rows BLOB NOT NULL, weights BLOB NOT NULL
 );
@@ -122,9 +123,14 @@ class _Postings:
     source: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     published: Floats = field(default_factory=lambda: np.zeros(0))
     codes: dict[str, int] = field(default_factory=dict)  # article ids and sources -> small ints
+    names: list[str] = field(default_factory=list)  # small ints -> article ids and sources
 
     def code(self, value: str) -> int:
-        return self.codes.setdefault(value, len(self.codes))
+        code = self.codes.get(value)
+        if code is None:
+            code = self.codes[value] = len(self.names)
+            self.names.append(value)
+        return code
 
     def grow(self, rows: int) -> None:
         """Room for ``rows`` rows; capacity doubles, so adding rows one by one stays linear."""
@@ -390,8 +396,7 @@ class LexicalIndex:
         with self._lock:
             index = self._index["article"]
             scores = index.scores(stems, index.mask(filters or LexicalFilters()))
-            names = {code: name for name, code in index.codes.items()}
-            return [(names[int(index.article[r])], float(scores[r])) for r in _top(scores, k)]
+            return [(index.names[int(index.article[r])], float(scores[r])) for r in _top(scores, k)]
 
     def best_chunks(self, query: str, article_ids: Sequence[str]) -> dict[str, ChunkHit]:
         """The best-matching chunk of each of these articles."""
@@ -406,6 +411,21 @@ class LexicalIndex:
                 best.setdefault(int(index.article[row]), int(row))
             hits = self._hits(list(best.values()), scores)
         return {hit.article_id: hit for hit in hits}
+
+    def indexed_chunks(self, scored: Sequence[tuple[str, float]]) -> list[ChunkHit]:
+        """The chunks among these (chunk id, score) that are indexed, i.e. live as of the last
+        sync, in the given order: the dense leg's candidates with their text, from this index."""
+        if not scored:
+            return []
+        with self._lock:
+            found = {
+                str(r[0]): r
+                for r in self._db.execute(
+                    f"SELECT {_HIT_COLUMNS} FROM doc WHERE chunk_id IN ({','.join('?' * len(scored))})",
+                    [chunk_id for chunk_id, _ in scored],
+                )
+            }
+        return [_hit(found[chunk_id], score) for chunk_id, score in scored if chunk_id in found]
 
     def document_frequency(self, terms: Sequence[str]) -> tuple[dict[str, int], int]:
         """How many chunks contain each term, and how many chunks there are (for IDF)."""

@@ -73,8 +73,8 @@ class Retriever:
         lexical: LexicalIndex,
         embedder: Embedder,
         candidates: int = 30,
-        article_depth: int = 10,
-        weights: tuple[float, float, float] = (1.0, 0.5, 2.0),
+        article_depth: int = 5,
+        weights: tuple[float, float, float] = (1.0, 0.5, 3.0),
         per_article: int = 1,
     ) -> None:
         self.store = store
@@ -95,7 +95,9 @@ class Retriever:
         self.lexical.sync()
         depth = max(self.candidates, k * 3)
         lexical_filters = LexicalFilters(filters.sources, filters.article_ids, filters.since_ts, filters.until_ts)
-        dense = self.store.query(self.embedder.embed_query(question), depth, where=filters.where())
+        # Chroma gives the nearest chunk ids; the synced lexical index keeps the live ones and has their text.
+        nearest = self.store.nearest(self.embedder.embed_query(question), depth * 2 + 8, where=filters.where())
+        dense = self.lexical.indexed_chunks(nearest)[:depth]
         lexical = self.lexical.search(question, depth, lexical_filters)
         articles = self.lexical.search_articles(question, self.article_depth, lexical_filters)
 

@@ -13,11 +13,13 @@ leaves search showing either the old version or the new one, never a mix.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import chromadb
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
     from app.embed import Embedder
 
 SCHEMA_VERSION = 1
+# File times tick coarsely (a few ms): a generation read is reused only if the database file was
+# last written at least this long before the read began, so a write in the same tick is not missed.
+STAMP_MARGIN_S = 0.05
 REGISTRY_VECTOR = [1.0]  # the registry needs no vectors; Chroma requires one per record
 _ARTICLE_FIELDS = ("title", "source", "url", "published_at", "author", "dateline", "summary", "origin")
 
@@ -108,12 +113,16 @@ def connect(settings: Settings) -> ClientAPI:
 
 
 class Store:
-    def __init__(self, client: ClientAPI, name: str, embedder: Embedder | None) -> None:
+    def __init__(self, client: ClientAPI, name: str, embedder: Embedder | None, sentences: bool = True) -> None:
         """Open (or, with an embedder, create) the collections. Without an embedder the
-        store is read-only: listing and showing articles need no model."""
+        store is read-only: listing and showing articles need no model. With ``sentences``
+        false, sentence vectors are neither read nor written (answers embed sentences)."""
         self.client = client
         self.name = name
         self.dimension = 0
+        settings = client.get_settings()
+        self._database = Path(settings.persist_directory) / "chroma.sqlite3" if settings.is_persistent else None
+        self._seen: tuple[tuple[int, int, int], str] | None = None  # (database file stamp, generation)
         with chroma_errors(f"opening collection '{name}'"):
             if embedder is None:
                 self._chunks = self._existing(name)
@@ -138,6 +147,8 @@ class Store:
             self._sentences = client.get_or_create_collection(
                 f"{name}-sentences", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
             )
+            if not sentences:
+                self._sentences = None
         recorded = self._chunks.metadata or {}
         self.dimension = int(recorded.get("embedding_dim", 0))
         if recorded.get("embedding_model") != embedder.name:
@@ -208,12 +219,31 @@ class Store:
         return _article(article_id, (got["metadatas"] or [{}])[0], (got["documents"] or [""])[0] or "")
 
     def generation(self) -> str:
-        """A token that changes whenever the set of live articles changes."""
+        """A token that changes whenever the set of live articles changes. An embedded store
+        reads it again only when Chroma's database file changed (any process writes it)."""
         if self._meta is None:
             return ""
+        stamp = self._database_stamp()
+        seen = self._seen
+        if stamp is not None and seen is not None and seen[0] == stamp:
+            return seen[1]
+        started = time.time_ns()
         with chroma_errors("reading the store generation"):
             got = self._meta.get(ids=["generation"], include=["metadatas"])
-        return str((got["metadatas"] or [{}])[0].get("token", "")) if got["ids"] else ""
+        token = str((got["metadatas"] or [{}])[0].get("token", "")) if got["ids"] else ""
+        if stamp is not None and stamp[0] < started - STAMP_MARGIN_S * 1e9:
+            self._seen = (stamp, token)
+        return token
+
+    def _database_stamp(self) -> tuple[int, int, int] | None:
+        """(modification time, size, inode) of the embedded database file; None for a Chroma server."""
+        if self._database is None:
+            return None
+        try:
+            info = os.stat(self._database)
+        except OSError:
+            return None
+        return info.st_mtime_ns, info.st_size, info.st_ino
 
     def _bump_generation(self) -> None:
         if self._meta is None:
@@ -270,16 +300,10 @@ class Store:
         return {i: [float(x) for x in v] for i, v in zip(got["ids"], vectors, strict=True)}
 
     def existing_sentence_ids(self, ids: Sequence[str]) -> set[str]:
-        if not ids or self._sentences is None:
-            return set()
-        with chroma_errors("reading sentences"):
-            return set(self._sentences.get(ids=list(ids), include=[])["ids"])
+        return _existing_ids(self._sentences, ids, "reading sentences")
 
     def existing_chunk_ids(self, ids: Sequence[str]) -> set[str]:
-        if not ids:
-            return set()
-        with chroma_errors("reading chunks"):
-            return set(self.chunks.get(ids=list(ids), include=[])["ids"])
+        return _existing_ids(self._chunks, ids, "reading chunks")
 
     def chunk_count(self) -> int:
         if self._chunks is None:
@@ -287,11 +311,31 @@ class Store:
         with chroma_errors("counting chunks"):
             return self._chunks.count()
 
+    def sentence_count(self) -> int:
+        if self._sentences is None:
+            return 0
+        with chroma_errors("counting sentences"):
+            return self._sentences.count()
+
     def article_count(self) -> int:
         if self._registry is None:
             return 0
         with chroma_errors("counting articles"):
             return self._registry.count()
+
+    def nearest(self, embedding: list[float], n: int, where: Where | None = None) -> list[tuple[str, float]]:
+        """The ids of the ``n`` nearest chunks by cosine similarity, live or not, with their
+        similarity (1 - distance); the caller keeps the live ones (see ``LexicalIndex.indexed_chunks``)."""
+        if self._chunks is None:
+            return []
+        with chroma_errors("searching"):
+            got = self._chunks.query(
+                query_embeddings=np.asarray([embedding], dtype=np.float32),
+                n_results=n,
+                where=where,
+                include=["distances"],
+            )
+        return [(i, 1.0 - float(d)) for i, d in zip(got["ids"][0], (got["distances"] or [[]])[0], strict=True)]
 
     def query(self, embedding: list[float], k: int, where: Where | None = None) -> list[ChunkHit]:
         """Top-k live chunks by cosine similarity (score = 1 - distance)."""
@@ -411,6 +455,13 @@ class Store:
             self.chunks.delete(where={"article_id": article_id})
             if self._sentences is not None:
                 self._sentences.delete(where={"article_id": article_id})
+
+
+def _existing_ids(collection: Collection | None, ids: Sequence[str], action: str) -> set[str]:
+    if not ids or collection is None:
+        return set()
+    with chroma_errors(action):
+        return set(collection.get(ids=list(ids), include=[])["ids"])
 
 
 def chunk_id(article_id: str, fingerprint: str, index: int) -> str:

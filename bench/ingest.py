@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.chunk import answer_sentences
 from app.config import Settings
 from app.embed import build_embedder
-from app.ingest import _embedding_text, build_ingestor
+from app.ingest import _embedding_text, build_ingestor, version_sentences
 from app.parse import parse_file
+from app.store import ArticleVersion
 
 DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "realtimeqa" / "articles.jsonl"
 
@@ -53,10 +53,9 @@ def main() -> int:
         if not args.skip_baseline:
             texts = []
             for article in parsed.articles:
-                chunks_of = ingestor.chunker.chunk(article)
-                texts += [_embedding_text(article, c) for c in chunks_of]
-                starts = {c.start + s.start: s.text for c in chunks_of for s in answer_sentences(c.text)}
-                texts += list(starts.values())
+                version = ArticleVersion(article, ingestor.fingerprint(article), ingestor.chunker.chunk(article))
+                texts += [_embedding_text(article, c) for c in version.chunks]
+                texts += list(version_sentences(version).values())
             began = time.perf_counter()
             for offset in range(0, len(texts), ingestor.flush_chunks):
                 embedder.embed_documents(texts[offset : offset + ingestor.flush_chunks])

@@ -23,7 +23,7 @@ from app.retrieve import Filters
 from app.service import Newsdesk
 from app.store import Store
 
-from .conftest import CORPUS, free_port, make_ingestor
+from .conftest import CORPUS, CountingEmbeddings, free_port, make_ingestor
 
 pytestmark = pytest.mark.slow
 
@@ -188,21 +188,6 @@ def test_extractive_engine_never_invents_text(desk: Newsdesk) -> None:
     for question in ("Who is the new German chancellor?", "How much was Apple fined?", "When did Starliner return?"):
         answer = engine.answer(question, desk.retriever.retrieve(question, k=8))
         assert quotes_are_verbatim(desk, answer.citations)
-
-
-class CountingEmbeddings:
-    """The real model, counting the texts it is asked to embed."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-        self.texts: list[str] = []
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        self.texts.extend(texts)
-        return self.inner.embed_documents(texts)
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
 
 
 def test_answer_embeds_only_the_question_when_sentence_vectors_are_stored(desk: Newsdesk) -> None:
