@@ -50,9 +50,9 @@ class IngestReport:
         return self.added + self.updated + self.unchanged
 
 
-def build_ingestor(settings: Settings, embedder: Embedder) -> Ingestor:
+def build_ingestor(settings: Settings, embedder: Embedder, store: Store | None = None) -> Ingestor:
     return Ingestor(
-        Store.open(settings, embedder),
+        store or Store.open(settings, embedder),
         embedder,
         Chunker(settings.chunk_tokens, settings.chunk_overlap_tokens, settings.tokenizer),
         flush_chunks=settings.embedding_batch_size * 4,

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from app.chunk import Chunker, answer_sentences
+from app.chunk import answer_sentences
 from app.config import Settings
 from app.embed import Embedder, build_embedder
-from app.ingest import Ingestor, _embedding_text
+from app.ingest import _embedding_text, build_ingestor
 from app.service import Newsdesk
 from app.store import Store, connect, sentence_id
 
@@ -84,12 +84,7 @@ def build_scaled(source: Settings, target: Settings, embedder: Embedder, chunks:
     articles = store.get_articles([r.id for r in store.list_articles()])
     vectors = stored_vectors(store)
     lookup = Embedder(embedder.name, StoredVectors(vectors), embedder.dimension)
-    ingestor = Ingestor(
-        Store(connect(target), target.collection, lookup, sentences=sentences),
-        lookup,
-        Chunker(target.chunk_tokens, target.chunk_overlap_tokens, target.tokenizer),
-        flush_chunks=target.embedding_batch_size * 4,
-    )
+    ingestor = build_ingestor(target, lookup, Store(connect(target), target.collection, lookup, sentences=sentences))
     missing = [t for a in articles for c in ingestor.chunker.chunk(a) if (t := _embedding_text(a, c)) not in vectors]
     if missing:
         raise SystemExit(f"{len(missing)} chunk texts have no stored vector: was the store built with other settings?")
