@@ -32,12 +32,11 @@ from app.answer import Answer, EngineName, Turn
 from app.brief import Brief
 from app.config import EVALS_DIR, Settings
 from app.embed import build_embedder
-from app.errors import NewsdeskError
-from app.ingest import IngestReport, build_ingestor
+from app.errors import NewsdeskError, NotFoundError
+from app.ingest import IngestReport
 from app.parse import FORMATS, Format
 from app.retrieve import Filters
 from app.service import Newsdesk
-from app.store import Store
 
 cli = typer.Typer(
     name="newsdesk",
@@ -84,8 +83,7 @@ def ingest(
     """Parse, chunk, embed and store articles. Unchanged articles cost nothing."""
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
-    settings = _settings()
-    ingestor = build_ingestor(settings, build_embedder(settings))
+    desk = Newsdesk(_settings())
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -96,9 +94,7 @@ def ingest(
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=err, disable=as_json) as progress:
-        report = ingestor.ingest_paths(
-            paths, fmt=_format(fmt), max_bytes=settings.max_file_bytes, progress=_BarProgress(progress)
-        )
+        report = desk.ingest_paths(paths, fmt=_format(fmt), progress=_BarProgress(progress))
     if as_json:
         figures = {key: value for key, value in asdict(report).items() if key != "errors"}
         out.print_json(json.dumps({**figures, "errors": [str(e) for e in report.errors]}))
@@ -137,8 +133,8 @@ def list_articles(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List stored articles, newest first."""
-    store = Store.open(_settings())
-    records = store.list_articles(limit=limit)
+    desk = Newsdesk(_settings())
+    records = desk.articles(limit=limit)
     if as_json:
         out.print_json(json.dumps([asdict(r) for r in records]))
         return
@@ -146,7 +142,7 @@ def list_articles(
     for r in records:
         table.add_row(r.id, r.published_at[:10], r.source, escape(r.title), str(r.chunk_count))
     out.print(table)
-    out.print(f"{store.article_count()} articles stored")
+    out.print(f"{desk.stats().articles} articles stored")
 
 
 @cli.command()
@@ -155,7 +151,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show one article: fields, Quick Looks and text."""
-    article = Store.open(_settings()).get_article(article_id)
+    article = Newsdesk(_settings()).article(article_id)
     if as_json:
         out.print_json(json.dumps(asdict(article)))
         return
@@ -176,11 +172,8 @@ def search(
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="How many chunks.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Top chunks for a query, with scores and character spans."""
-    settings = _settings()
-    embedder = build_embedder(settings)
-    store = Store.open(settings, embedder)
-    hits = store.query(embedder.embed_query(query), k)
+    """Top passages for a query by hybrid retrieval (dense and BM25), with fused scores and character spans."""
+    hits = Newsdesk(_settings()).search(query, k)
     if as_json:
         out.print_json(json.dumps([asdict(h) for h in hits]))
         return
@@ -442,26 +435,14 @@ def evals(
 @cli.command()
 def delete(article_id: Annotated[str, typer.Argument(help="Article id.")]) -> None:
     """Delete an article and all its chunks."""
-    store = Store.open(_settings())
-    store.delete_article(article_id)
+    Newsdesk(_settings()).delete(article_id)
     out.print(f"deleted {article_id}")
 
 
 @cli.command()
 def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """What is stored, where, and with which embedding model."""
-    settings = _settings()
-    store = Store.open(settings)
-    figures = {
-        "mode": "server" if settings.chroma_host else "embedded",
-        "location": f"{settings.chroma_host}:{settings.chroma_port}"
-        if settings.chroma_host
-        else str(settings.resolved_chroma_path),
-        "collection": settings.collection,
-        "embedding_model": store.embedding_model,
-        "articles": store.article_count(),
-        "chunks": store.chunk_count(),
-    }
+    figures = asdict(Newsdesk(_settings()).stats())
     if as_json:
         out.print_json(json.dumps(figures))
         return
@@ -474,6 +455,9 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
 def main() -> None:
     try:
         cli()
+    except NotFoundError as error:
+        err.print(f"[red]error:[/red] {escape(str(error))} (see 'newsdesk articles')")
+        sys.exit(1)
     except NewsdeskError as error:
         err.print(f"[red]error:[/red] {escape(str(error))}")
         sys.exit(1)

@@ -1,13 +1,18 @@
 """Exceptions newsdesk raises. Callers never see a Chroma, OpenAI or torch exception type.
 
 NewsdeskError
- ├── InputError              bad input from the user; nothing stored was touched
- │    └── ParseError         one file or record could not be read as an article
- ├── ConfigError             settings that cannot work
- ├── NotFoundError           an article id that is not stored
- ├── StoreError              the vector store failed or is unreachable
- │    └── EmbeddingMismatchError   collection built with another embedding model
- └── EmbeddingError          the embedding model failed or could not load
+ ├── InputError                  bad input from the user; nothing stored was touched
+ │    ├── ParseError             one file or record could not be read as an article
+ │    └── LabelError             an eval label file that cannot be read
+ ├── NotConfiguredError          a request for the LLM engine when none is configured
+ ├── ConfigError                 settings that cannot work
+ │    └── PromptError            a prompt file missing or malformed, or rendered with the wrong variables
+ ├── NotFoundError               an article id that is not stored
+ ├── StoreError                  the vector store failed or is unreachable
+ │    └── EmbeddingMismatchError collection built with another embedding model
+ ├── EmbeddingError              the embedding model failed or could not load
+ └── LLMUnavailableError         the chat model could not answer: unreachable, timing out, refusing
+      └── MalformedOutputError   it answered, but not in the shape asked for
 """
 
 from __future__ import annotations
@@ -28,12 +33,28 @@ class ParseError(InputError):
         self.problem = problem
 
 
+class LabelError(InputError):
+    """A questions or briefs label file that is missing or malformed."""
+
+
+class NotConfiguredError(NewsdeskError):
+    pass
+
+
 class ConfigError(NewsdeskError):
     pass
 
 
+class PromptError(ConfigError):
+    """A prompt file that is missing or malformed, or rendered with the wrong variables."""
+
+
 class NotFoundError(NewsdeskError):
-    pass
+    """No stored article has ``article_id``; each boundary says where to look for ids."""
+
+    def __init__(self, article_id: str) -> None:
+        super().__init__(f"no article with id '{article_id}'")
+        self.article_id = article_id
 
 
 class StoreError(NewsdeskError):
@@ -46,3 +67,11 @@ class EmbeddingMismatchError(StoreError):
 
 class EmbeddingError(NewsdeskError):
     pass
+
+
+class LLMUnavailableError(NewsdeskError):
+    """The chat model could not produce an answer: unreachable, timing out, refusing the request."""
+
+
+class MalformedOutputError(LLMUnavailableError):
+    """The model replied, but not with the output asked for (e.g. not the JSON brief)."""

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Protocol
 
 from app.article import Article, Chunk
-from app.chunk import Chunker, answer_sentences
+from app.chunk import Chunker
 from app.config import Settings
 from app.embed import Embedder
 from app.errors import ParseError
 from app.parse import Format, discover, parse_file
 from app.store import ArticleRecord, ArticleVersion, Store, chunk_id, sentence_id
+from app.text.sentences import answer_sentences
 
 log = logging.getLogger("newsdesk.ingest")
 

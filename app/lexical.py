@@ -14,10 +14,8 @@ the store is embedded or a shared Chroma server.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
-import unicodedata
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -28,9 +26,9 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import Stemmer
 
 from app.store import ChunkHit, Store
+from app.text.terms import STOP_STEMS, query_stems, tokens
 
 Kind = Literal["chunk", "article"]
 K1 = 1.2
@@ -57,23 +55,6 @@ CREATE TABLE IF NOT EXISTS index_state (key TEXT PRIMARY KEY, value TEXT NOT NUL
 """
 _HIT_COLUMNS = 'chunk_id, article_id, title, source, url, published_at, section, chunk_index, start, "end", text'
 _CHUNK_COLUMNS = 'chunk_id, title, url, published_at, section, chunk_index, start, "end", text'
-_STOPWORD_TEXT = """
-    a an and are as at be by did do does for from had has have he her his how in is it its of on or
-    she that the their them they this to was were what when where which who whom whose why will with
-    would you your about after before said says than then there these those into over under up down
-    out not no yes can could should may might must also just more most many much some any all each
-"""
-# Words every news question uses ("this week", "recently announced") that match everything.
-_NEWS_FILLER = (
-    "week weeks recently recent latest new newly announced announce according following officially"
-    " reportedly reported report called named known first"
-)
-STOPWORDS = frozenset(_STOPWORD_TEXT.split()) | frozenset(_NEWS_FILLER.split())
-_WORD = re.compile(r"[\w][\w'’.-]*[\w]|[\w]", re.UNICODE)
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-_STEMMER = Stemmer.Stemmer("english")
-_STOP_STEMS = frozenset(_STEMMER.stemWords(sorted(STOPWORDS)))
-
 Rows = npt.NDArray[np.int64]
 _DocRow = tuple[str, str, int | None, tuple[object, ...]]  # article id, source, published_ts, chunk fields
 Floats = npt.NDArray[np.float64]
@@ -85,30 +66,6 @@ class LexicalFilters:
     article_ids: Sequence[str] = ()
     since_ts: int | None = None
     until_ts: int | None = None
-
-
-def query_terms(text: str) -> list[str]:
-    """Content words of a question, lower-cased, in order, without repeats."""
-    terms: list[str] = []
-    for match in _WORD.finditer(text.lower()):
-        word = match.group().replace("’", "'").strip(".'-")
-        if word and word not in STOPWORDS and word not in terms:
-            terms.append(word)
-    return terms
-
-
-def tokens(text: str) -> list[str]:
-    """Index terms: lower-cased, accents removed, split on non-word characters, Snowball-stemmed."""
-    folded = unicodedata.normalize("NFKD", text.lower())
-    plain = "".join(c for c in folded if not unicodedata.combining(c))
-    return _STEMMER.stemWords(_TOKEN.findall(plain))  # type: ignore[no-any-return]
-
-
-def _query_stems(query: str) -> list[str]:
-    stems: list[str] = []
-    for term in query_terms(query):
-        stems.extend(s for s in tokens(term) if s not in _STOP_STEMS and s not in stems)
-    return stems
 
 
 @dataclass
@@ -379,7 +336,7 @@ class LexicalIndex:
 
     def search(self, query: str, k: int, filters: LexicalFilters | None = None) -> list[ChunkHit]:
         """Top-k chunks by BM25 (body words, and title words at ``TITLE_WEIGHT``)."""
-        stems = _query_stems(query)
+        stems = query_stems(query)
         if not stems:
             return []
         with self._lock:
@@ -390,7 +347,7 @@ class LexicalIndex:
 
     def search_articles(self, query: str, k: int, filters: LexicalFilters | None = None) -> list[tuple[str, float]]:
         """Top-k articles by BM25 over their whole text and title: (article id, score)."""
-        stems = _query_stems(query)
+        stems = query_stems(query)
         if not stems:
             return []
         with self._lock:
@@ -400,7 +357,7 @@ class LexicalIndex:
 
     def best_chunks(self, query: str, article_ids: Sequence[str]) -> dict[str, ChunkHit]:
         """The best-matching chunk of each of these articles."""
-        stems = _query_stems(query)
+        stems = query_stems(query)
         if not stems or not article_ids:
             return {}
         with self._lock:
@@ -433,7 +390,7 @@ class LexicalIndex:
             index = self._index["chunk"]
             counts = {}
             for term in terms:
-                stems = [s for s in tokens(term) if s not in _STOP_STEMS] or tokens(term)
+                stems = [s for s in tokens(term) if s not in STOP_STEMS] or tokens(term)
                 counts[term] = min((int(index.alive[index.postings(s)[0]].sum()) for s in stems), default=0)
             return counts, int(index.alive.sum())
 
@@ -458,7 +415,7 @@ def _invert(
     weights: dict[str, list[float]] = {}
     for row, body, title in docs:
         for term in body.keys() | title.keys():
-            if term in _STOP_STEMS:
+            if term in STOP_STEMS:
                 continue
             rows.setdefault(term, []).append(row)
             weights.setdefault(term, []).append(body.get(term, 0) + title_weight * title.get(term, 0))

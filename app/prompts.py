@@ -15,16 +15,12 @@ from typing import Literal
 
 from langchain_core.prompts import ChatPromptTemplate
 
-from app.errors import ConfigError
+from app.errors import PromptError
 
 Role = Literal["system", "human"]
 _ROLES: tuple[Role, ...] = ("system", "human")
 _OPTIONAL_KEYS = frozenset({"description"})
 _FORMATTER = string.Formatter()
-
-
-class PromptError(ConfigError):
-    """A prompt file that is missing or malformed, or rendered with the wrong variables."""
 
 
 @dataclass(frozen=True)

@@ -1,44 +1,123 @@
-"""The assembled pipeline: built once from Settings, used by the CLI and the API."""
+"""The pipeline: ``Newsdesk`` builds every part once from Settings and is the only way in.
+
+The CLI, the HTTP app and the evals all call it. Each part (the embedder, the store, the LLM's
+chat model) can be handed to the constructor instead (a shared model, a fake in tests);
+nothing is replaced afterwards. What happens to a question:
+
+    condense (follow-up -> standalone) -> retrieve (hybrid) -> answer or stream -> verify
+
+An LLM failure falls back to the extractive engine, marked ``degraded``, when
+``NEWSDESK_LLM_FALLBACK_EXTRACTIVE`` is on: one path for ``ask``, ``stream`` and ``brief``.
+Timings and ingest outcomes go to an ``Observer`` (the server's Prometheus metrics).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from functools import cached_property
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import anyio.to_thread
 
 from app.answer import Answer, Engine, EngineName, Turn
 from app.answer.extractive import ExtractiveEngine
+from app.article import Article
 from app.brief import Brief, BriefKind, Document
 from app.brief.extractive import ExtractiveBriefEngine
 from app.config import Settings
 from app.embed import Embedder, build_embedder
-from app.errors import ConfigError, InputError
+from app.errors import InputError, LLMUnavailableError, NotConfiguredError
+from app.ingest import IngestProgress, IngestReport, build_ingestor
 from app.lexical import LexicalIndex
-from app.retrieve import Filters, Retriever
-from app.store import Store
+from app.parse import Format
+from app.retrieve import Filters, Passage, Retriever
+from app.store import ArticleRecord, Store
 from app.verify import Verifier, check_answer
 
 if TYPE_CHECKING:
+    from langchain_core.language_models.chat_models import BaseChatModel
+
     from app.answer.llm import LLMEngine
-    from app.article import Article
     from app.brief.llm import LLMBriefEngine
 
 log = logging.getLogger("newsdesk.ask")
+T = TypeVar("T")
+R = TypeVar("R", Answer, Brief)
 # Ranking puts one chunk per article first; an answer may need a neighbouring chunk of the same article.
 ANSWER_PER_ARTICLE = 3
+STREAM_PIECE_WORDS = 3  # a finished (extractive) answer is streamed this many words at a time
+_PIECE = re.compile(r"\S+\s*|\s+")
+
+Run = Callable[[Callable[[], T]], Awaitable[T]]
+
+
+class Observer(Protocol):
+    """Told what the desk did; the server turns it into metrics."""
+
+    def retrieved(self, seconds: float) -> None: ...
+
+    def generated(self, engine: EngineName, seconds: float) -> None:
+        """Seconds an engine spent on one answer (condensing, answering, verifying; retrieval aside)."""
+        ...
+
+    def ingested(self, report: IngestReport) -> None: ...
+
+
+class _Unobserved:
+    def retrieved(self, seconds: float) -> None:
+        pass
+
+    def generated(self, engine: EngineName, seconds: float) -> None:
+        pass
+
+    def ingested(self, report: IngestReport) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Where the store is, which model filled it, how much it holds."""
+
+    mode: str
+    location: str
+    collection: str
+    embedding_model: str | None
+    articles: int
+    chunks: int
+
+
+@dataclass(frozen=True)
+class _LLM:
+    answers: LLMEngine
+    briefs: LLMBriefEngine
 
 
 class Newsdesk:
-    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        embedder: Embedder | None = None,
+        store: Store | None = None,
+        llm: BaseChatModel | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        """``llm``: the chat model of the LLM engine (default: ``ChatOpenAI`` for the configured server)."""
         self.settings = settings
+        self.observer: Observer = observer or _Unobserved()
         self.embedder = embedder or build_embedder(settings)
-        self.store = Store.open(settings, self.embedder)
+        self.store = store or Store.open(settings, self.embedder)
         self.lexical = LexicalIndex(settings.data_dir / f"lexical-{settings.collection}.sqlite", self.store)
         self.retriever = Retriever(self.store, self.lexical, self.embedder)
-        self.extractive = ExtractiveEngine(self.embedder, self.lexical, self.store)
+        self.ingestor = build_ingestor(settings, self.embedder, self.store)
         self.verifier = Verifier(self.embedder)
+        self.extractive = ExtractiveEngine(self.embedder, self.lexical, self.store)
         self.extractive_brief = ExtractiveBriefEngine(
             self.embedder,
             self.verifier,
@@ -46,21 +125,67 @@ class Newsdesk:
             window_tokens=settings.brief_window_tokens,
             encoding=settings.tokenizer,
         )
+        self._chat_model = llm
+        self._llm: _LLM | None = None  # built on first use: an extractive-only run never reads the prompts
+        self._llm_lock = threading.Lock()
+        self._write_lock = threading.Lock()
 
-    @cached_property
-    def llm(self) -> LLMEngine:
-        if not self.settings.llm_configured:
-            raise ConfigError(
+    # -- engines -------------------------------------------------------------------------
+
+    @property
+    def llm_available(self) -> bool:
+        return self._chat_model is not None or self.settings.llm_configured
+
+    @property
+    def default_engine(self) -> EngineName:
+        if self.settings.engine == "auto":
+            return "llm" if self.llm_available else "extractive"
+        return self.settings.engine
+
+    def engine_name(self, name: EngineName | None = None) -> EngineName:
+        """The engine a request gets; ``NotConfiguredError`` for the LLM when none is configured."""
+        chosen = name or self.default_engine
+        if chosen == "llm" and not self.llm_available:
+            raise NotConfiguredError(
                 "no LLM is configured: set NEWSDESK_LLM_BASE_URL (any OpenAI-compatible server) "
                 "and/or NEWSDESK_LLM_API_KEY, or use the extractive engine"
             )
-        from app.answer.llm import LLMEngine
-
-        return LLMEngine(self.settings)
+        return chosen
 
     def engine(self, name: EngineName | None = None) -> Engine:
-        chosen = name or self.settings.resolved_engine
-        return self.llm if chosen == "llm" else self.extractive
+        return self._llm_engines().answers if self.engine_name(name) == "llm" else self.extractive
+
+    def _llm_engines(self) -> _LLM:
+        with self._llm_lock:
+            if self._llm is None:
+                from app.answer.llm import LLMEngine
+                from app.brief.llm import LLMBriefEngine
+
+                answers = LLMEngine(self.settings, self._chat_model)
+                self._llm = _LLM(answers, LLMBriefEngine(self.settings, self.verifier, answers))
+            return self._llm
+
+    def _fallback(self, error: LLMUnavailableError, what: str, extractive: Callable[[], R]) -> R:
+        """The extractive result, marked degraded, when the settings allow it; else the error."""
+        if not self.settings.llm_fallback_extractive:
+            raise error
+        result = extractive()
+        result.degraded = True
+        result.notes.append(f"the LLM failed ({error}); this is the extractive {what}")
+        return result
+
+    # -- questions -----------------------------------------------------------------------
+
+    def search(self, query: str, k: int, filters: Filters | None = None) -> list[Passage]:
+        """Top passages by hybrid retrieval (dense and BM25)."""
+        return self._retrieve(query, k, filters, None)
+
+    def _retrieve(self, query: str, k: int, filters: Filters | None, per_article: int | None) -> list[Passage]:
+        started = time.perf_counter()
+        try:
+            return self.retriever.retrieve(query, k, filters, per_article)
+        finally:
+            self.observer.retrieved(time.perf_counter() - started)
 
     def ask(
         self,
@@ -71,27 +196,86 @@ class Newsdesk:
         engine: EngineName | None = None,
         k: int | None = None,
     ) -> Answer:
-        from app.answer.llm import LLMUnavailableError
-
         chosen = self.engine(engine)
         try:
-            standalone = chosen.condense(question, list(history))
-            passages = self.retriever.retrieve(standalone, k or self.settings.top_k, filters, ANSWER_PER_ARTICLE)
-            log.info("question %r -> %r; chunks %s", question, standalone, [p.chunk_id for p in passages])
-            answer = chosen.answer(standalone, passages)
+            return self._ask(chosen, question, history, filters, k)
         except LLMUnavailableError as error:
-            if chosen is self.extractive or not self.settings.llm_fallback_extractive:
+            if chosen is self.extractive:
                 raise
-            standalone = self.extractive.condense(question, list(history))
-            passages = self.retriever.retrieve(standalone, k or self.settings.top_k, filters, ANSWER_PER_ARTICLE)
-            answer = self.extractive.answer(standalone, passages)
-            answer.degraded = True
-            answer.notes.append(f"the LLM failed ({error}); this is the extractive answer")
+            return self._fallback(error, "answer", lambda: self._ask(self.extractive, question, history, filters, k))
+
+    def _ask(
+        self, engine: Engine, question: str, history: Sequence[Turn], filters: Filters | None, k: int | None
+    ) -> Answer:
+        started = time.perf_counter()
+        standalone, passages, retrieving = self._question(engine, question, history, filters, k)
+        answer = engine.answer(standalone, passages)
+        self._finish(answer, question, standalone)
+        self.observer.generated(answer.engine, time.perf_counter() - started - retrieving)
+        return answer
+
+    def _question(
+        self, engine: Engine, question: str, history: Sequence[Turn], filters: Filters | None, k: int | None
+    ) -> tuple[str, list[Passage], float]:
+        """The follow-up made standalone by ``engine``, its passages, and the seconds retrieval took."""
+        standalone = engine.condense(question, list(history))
+        started = time.perf_counter()
+        passages = self._retrieve(standalone, k or self.settings.top_k, filters, ANSWER_PER_ARTICLE)
+        log.info("question %r -> %r; chunks %s", question, standalone, [p.chunk_id for p in passages])
+        return standalone, passages, time.perf_counter() - started
+
+    def _finish(self, answer: Answer, question: str, standalone: str) -> None:
         answer.question = question
         answer.standalone_question = standalone
         if answer.engine == "llm":
             check_answer(answer, self.verifier)  # flags sentences their cited sources do not support
-        return answer
+
+    async def stream(
+        self,
+        question: str,
+        *,
+        history: Sequence[Turn] = (),
+        filters: Filters | None = None,
+        engine: EngineName | None = None,
+        k: int | None = None,
+        run: Run[object] | None = None,
+    ) -> AsyncIterator[str | Answer]:
+        """Text deltas, then the final ``Answer``, verified like ``ask``'s. The LLM engine's tokens come as
+        it writes them; a finished (extractive or fallback) answer comes a few words at a time.
+        ``run`` runs blocking work (retrieval, the extractive engine, verification) off the event loop."""
+        call = run or anyio.to_thread.run_sync
+        chosen = self.engine(engine)
+        extractive = partial(self._ask, self.extractive, question, history, filters, k)
+        if chosen is self.extractive:
+            async for item in _pieces(await _call(call, extractive)):
+                yield item
+            return
+        started = time.perf_counter()
+        final: Answer | None = None
+        failed: LLMUnavailableError | None = None
+        sent = False
+        try:
+            standalone, passages, retrieving = await _call(
+                call, partial(self._question, chosen, question, history, filters, k)
+            )
+            async for item in self._llm_engines().answers.stream(standalone, passages):
+                if isinstance(item, Answer):
+                    final = item
+                elif item:
+                    sent = True
+                    yield item
+        except LLMUnavailableError as error:
+            if sent:  # the text already went out: the error ends the stream
+                raise
+            failed = error
+        if failed is not None:
+            async for item in _pieces(await _call(call, partial(self._fallback, failed, "answer", extractive))):
+                yield item
+            return
+        assert final is not None
+        await _call(call, partial(self._finish, final, question, standalone))
+        self.observer.generated("llm", time.perf_counter() - started - retrieving)
+        yield final
 
     def brief(
         self,
@@ -104,11 +288,9 @@ class Newsdesk:
         engine: EngineName | None = None,
     ) -> Brief:
         """A Quick Looks brief of one stored article, a file (parsed, not ingested) or a topic."""
-        from app.answer.llm import LLMUnavailableError
-
         if sum(x is not None for x in (article_id, path, topic)) != 1:
             raise InputError("brief one thing: an article id, a file, or a topic")
-        count = bullets or self.settings.brief_bullets
+        chosen = self.engine_name(engine)
         kind: BriefKind
         if article_id is not None:
             kind, subject, documents = "article", article_id, [Document(self.store.get_article(article_id))]
@@ -121,22 +303,27 @@ class Newsdesk:
             kind, subject, documents = "topic", topic, self._topic_documents(topic, filters)
             if not documents:
                 return Brief(topic, "topic", "extractive", [], notes=["no stored article matches the topic"])
-        chosen = engine or self.settings.resolved_engine
-        if chosen == "extractive":
-            return self.extractive_brief.brief(documents, bullets=count, kind=kind, subject=subject)
+        count = bullets or self.settings.brief_bullets
+        return self.brief_documents(documents, bullets=count, kind=kind, subject=subject, engine=chosen)
+
+    def brief_documents(
+        self, documents: list[Document], *, bullets: int, kind: BriefKind, subject: str, engine: EngineName | None
+    ) -> Brief:
+        """A brief of these documents (articles or ranges of them) by the chosen engine."""
+
+        def extractive() -> Brief:
+            return self.extractive_brief.brief(documents, bullets=bullets, kind=kind, subject=subject)
+
+        if self.engine_name(engine) == "extractive":
+            return extractive()
         try:
-            return self.llm_brief.brief(documents, bullets=count, kind=kind, subject=subject)
+            return self._llm_engines().briefs.brief(documents, bullets=bullets, kind=kind, subject=subject)
         except LLMUnavailableError as error:
-            if not self.settings.llm_fallback_extractive:
-                raise
-            result = self.extractive_brief.brief(documents, bullets=count, kind=kind, subject=subject)
-            result.degraded = True
-            result.notes.append(f"the LLM failed ({error}); this is the extractive brief")
-            return result
+            return self._fallback(error, "brief", extractive)
 
     def _topic_documents(self, topic: str, filters: Filters | None) -> list[Document]:
         """The retrieved passages, grouped per article (in ranked order), as ranges of each article's text."""
-        passages = self.retriever.retrieve(topic, self.settings.brief_topic_k, filters, ANSWER_PER_ARTICLE)
+        passages = self._retrieve(topic, self.settings.brief_topic_k, filters, ANSWER_PER_ARTICLE)
         ranges: dict[str, list[tuple[int, int]]] = {}
         for passage in passages:
             ranges.setdefault(passage.article_id, []).append((passage.start, passage.end))
@@ -147,14 +334,67 @@ class Newsdesk:
             if i in articles
         ]
 
-    @cached_property
-    def llm_brief(self) -> LLMBriefEngine:
-        from app.brief.llm import LLMBriefEngine
+    # -- articles ------------------------------------------------------------------------
 
-        return LLMBriefEngine(self.settings, self.verifier, self.llm)
+    def ingest(self, articles: Sequence[Article]) -> IngestReport:
+        with self._write_lock:
+            report = self.ingestor.ingest(articles)
+        self.observer.ingested(report)
+        return report
+
+    def ingest_paths(
+        self, paths: Sequence[Path], *, fmt: Format = "auto", progress: IngestProgress | None = None
+    ) -> IngestReport:
+        """Parse files or folders, chunk, embed, store; inputs that fail are in the report's errors."""
+        with self._write_lock:
+            report = self.ingestor.ingest_paths(
+                list(paths), fmt=fmt, max_bytes=self.settings.max_file_bytes, progress=progress
+            )
+        self.observer.ingested(report)
+        return report
+
+    def delete(self, article_id: str) -> None:
+        with self._write_lock:
+            self.store.delete_article(article_id)
+
+    def articles(self, limit: int | None = None, offset: int = 0) -> list[ArticleRecord]:
+        """Stored articles, newest first."""
+        return self.store.list_articles(limit, offset)
+
+    def article(self, article_id: str) -> Article:
+        return self.store.get_article(article_id)
+
+    def stats(self) -> Stats:
+        settings = self.settings
+        return Stats(
+            mode="server" if settings.chroma_host else "embedded",
+            location=f"{settings.chroma_host}:{settings.chroma_port}"
+            if settings.chroma_host
+            else str(settings.resolved_chroma_path),
+            collection=settings.collection,
+            embedding_model=self.store.embedding_model,
+            articles=self.store.article_count(),
+            chunks=self.store.chunk_count(),
+        )
+
+    def warm_up(self) -> None:
+        """Load the embedding model and the lexical index now, not on the first question."""
+        self.embedder.embed_query("warm-up")
+        self.lexical.sync()
 
     def close(self) -> None:
         self.lexical.close()
+
+
+async def _call(run: Run[object], work: Callable[[], T]) -> T:
+    return await run(work)  # type: ignore[return-value]
+
+
+async def _pieces(answer: Answer) -> AsyncIterator[str | Answer]:
+    words = _PIECE.findall(answer.answer)
+    for start in range(0, len(words), STREAM_PIECE_WORDS):
+        yield "".join(words[start : start + STREAM_PIECE_WORDS])
+    yield answer
 
 
 def _parse_one(path: Path, max_bytes: int) -> Article:

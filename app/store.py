@@ -215,7 +215,7 @@ class Store:
             with chroma_errors("reading an article"):
                 got = self._registry.get(ids=[article_id], include=["metadatas", "documents"])
         if not got or not got["ids"]:
-            raise NotFoundError(f"no article with id '{article_id}' (see 'newsdesk articles')")
+            raise NotFoundError(article_id)
         return _article(article_id, (got["metadatas"] or [{}])[0], (got["documents"] or [""])[0] or "")
 
     def generation(self) -> str:
@@ -447,7 +447,7 @@ class Store:
     def delete_article(self, article_id: str) -> None:
         """Registry first: the article disappears from search at once, then its chunks go."""
         if not self.records([article_id]):
-            raise NotFoundError(f"no article with id '{article_id}' (see 'newsdesk articles')")
+            raise NotFoundError(article_id)
         with chroma_errors("deleting an article"):
             self.registry.delete(ids=[article_id])
         self._bump_generation()

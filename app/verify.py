@@ -27,52 +27,28 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from app.answer.extractive import NUMBER_WORDS
-from app.chunk import split_sentences
-from app.lexical import STOPWORDS
+import numpy as np
+import numpy.typing as npt
+
+from app.text.citations import MARKER, marker_numbers
+from app.text.dates import DATE_WORD, dates_in
+from app.text.numbers import numbers_in, word_value
+from app.text.sentences import split_sentences
+from app.text.terms import STOPWORDS
 
 if TYPE_CHECKING:
     from app.answer import Answer
     from app.embed import Embedder
 
 SUPPORT_THRESHOLD = 0.49
+CACHE_SIZE = 8192  # texts whose vectors are kept (float64: about 25 MB with MiniLM)
 
-_UNITS = {word: value for word, value in NUMBER_WORDS.items() if value < 20 or word == "dozen"}
-_TENS = {word: value for word, value in NUMBER_WORDS.items() if 20 <= value < 100 and word != "dozen"}
-_SCALES = {"hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000, "bn": 1_000_000_000}
-_SCALES["trillion"] = 1_000_000_000_000
-_NUMBER_WORD = "|".join([*_UNITS, *_TENS, *_SCALES])
-_TOKEN = re.compile(
-    r"(?<![\w.,-])(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\w-]*[A-Za-z])"
-    rf"|\b(?P<word>(?:{_NUMBER_WORD})(?:-(?:{_NUMBER_WORD}))?)\b",
-    re.IGNORECASE,
-)
-_SCALE_AFTER = re.compile(r"^\s*(hundred|thousand|million|billion|bn|trillion)\b", re.IGNORECASE)
-_ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
-_MONTHS = {
-    "january": "jan",
-    "february": "feb",
-    "march": "mar",
-    "april": "apr",
-    "may": "may",
-    "june": "jun",
-    "july": "jul",
-    "august": "aug",
-    "september": "sep",
-    "october": "oct",
-    "november": "nov",
-    "december": "dec",
-}
-_MONTH_ABBR = {"jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
-_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_DATE_WORD = re.compile(
-    r"\b(" + "|".join([*_MONTHS, *_WEEKDAYS]) + r"|(?:jan|feb|aug|sept?|oct|nov|dec)\.)",
-    re.IGNORECASE,
-)
 _CAPITALISED = re.compile(r"\b[A-Z][\w’'.-]*")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]['\"’”)]*\s+|\n\s*|[\"“‘(]\s*)$")
 _WORD = re.compile(r"[\w’']+")
@@ -117,59 +93,6 @@ class SentenceCheck:
 # -- facts ------------------------------------------------------------------------------------
 
 
-def numbers_in(text: str, *, lenient: bool = False) -> set[float]:
-    """Numeric values in ``text``. ``lenient`` (for spans) also keeps each figure without its scale word,
-    so a claim of "1.3" is found in "1.3 million"; "one" counts only when lenient (it is usually a pronoun)."""
-    values: set[float] = set()
-    text = _ISO_DATE.sub(lambda m: f"{m.group(1)} {int(m.group(2))} {int(m.group(3))}", text)
-    for match in _TOKEN.finditer(text):
-        if match.group("digits"):
-            value = float(match.group("digits").replace(",", ""))
-        else:
-            word = match.group("word").lower()
-            parsed = _word_value(word)
-            if parsed is None or (word == "one" and not lenient):
-                continue
-            if word in _SCALES:  # a bare "million" or "hundred": only as the scale of a figure before it
-                continue
-            value = parsed
-        scale = _SCALE_AFTER.match(text[match.end() :])
-        if scale:
-            if lenient:
-                values.add(value)
-            value *= _SCALES[scale.group(1).lower()]
-        values.add(value)
-    return values
-
-
-def _word_value(word: str) -> float | None:
-    total = 0.0
-    for part in word.split("-"):
-        if part in _UNITS:
-            total += _UNITS[part]
-        elif part in _TENS:
-            total += _TENS[part]
-        elif part in _SCALES:
-            total = (total or 1) * _SCALES[part]
-        else:
-            return None
-    return total
-
-
-def dates_in(text: str) -> set[str]:
-    """Month and weekday names, normalised ("Aug." and "August" are both ``aug``)."""
-    found = set()
-    for match in _DATE_WORD.finditer(text):
-        word = match.group(1).lower().rstrip(".")
-        if word == "may" and not match.group(1)[0].isupper():
-            continue  # the verb
-        found.add(_MONTHS.get(word, word[:3] if word in _MONTH_ABBR else word))
-    for match in _ISO_DATE.finditer(text):
-        found.add(list(_MONTHS.values())[int(match.group(2)) - 1] if 1 <= int(match.group(2)) <= 12 else "")
-    found.discard("")
-    return found
-
-
 def entities_in(text: str, context: str = "") -> list[str]:
     """Capitalised name words of ``text`` (not dates, titles or numbers), lower-cased, possessives dropped.
 
@@ -180,9 +103,9 @@ def entities_in(text: str, context: str = "") -> list[str]:
     out: list[str] = []
     for match in _CAPITALISED.finditer(text):
         word = _clean(match.group())
-        if not word or word in _NOT_NAMES or word in STOPWORDS or _DATE_WORD.fullmatch(match.group().rstrip(".")):
+        if not word or word in _NOT_NAMES or word in STOPWORDS or DATE_WORD.fullmatch(match.group().rstrip(".")):
             continue
-        if _word_value(word.replace("'", "")) is not None:
+        if word_value(word.replace("'", "")) is not None:
             continue  # "Thirty-one" is a number
         if _SENTENCE_START.search(text[: match.start()]) and _common_word(word, lower_words):
             continue
@@ -241,13 +164,17 @@ def _format_number(value: float) -> str:
 # -- the verifier -------------------------------------------------------------------------------
 
 
-@dataclass
 class Verifier:
-    """Checks claims against spans; embeds each distinct text once per call."""
+    """Checks claims against spans. Vectors of the last ``cache_size`` texts are kept (shared by the
+    threads of a server, under a lock); each check holds the vectors it needs, so eviction by another
+    thread never takes them away mid-check."""
 
-    embedder: Embedder
-    threshold: float = SUPPORT_THRESHOLD
-    _cache: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    def __init__(self, embedder: Embedder, threshold: float = SUPPORT_THRESHOLD, cache_size: int = CACHE_SIZE) -> None:
+        self.embedder = embedder
+        self.threshold = threshold
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, npt.NDArray[np.float64]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def check(self, claim: str, spans: Sequence[str], context: str = "") -> Verdict:
         return self.check_many([(claim, spans)], context)[0]
@@ -261,28 +188,50 @@ class Verifier:
             texts.extend(spans)
             if len(spans) > 1:
                 texts.append(" ".join(spans))
-        self._embed(texts)
-        verdicts = []
-        for claim, spans in items:
-            verdicts.append(self._verdict(claim, list(spans), context))
-        return verdicts
+        vectors = self.vectors(texts)
+        return [self._verdict(claim, list(spans), context, vectors) for claim, spans in items]
 
     def remember(self, texts: Sequence[str], vectors: Iterable[Sequence[float]]) -> None:
         """Vectors already computed by the caller (same embedder), so checks do not embed them again."""
-        self._cache.update((text, list(vector)) for text, vector in zip(texts, vectors, strict=True))
+        self._keep(zip(texts, vectors, strict=True))
 
     def similarity(self, a: str, b: str) -> float:
-        self._embed([a, b])
-        return _cosine(self._cache[a], self._cache[b])
+        vectors = self.vectors([a, b])
+        return _cosine(vectors[a], vectors[b])
 
-    def _verdict(self, claim: str, spans: list[str], context: str) -> Verdict:
+    def vectors(self, texts: Iterable[str]) -> dict[str, list[float]]:
+        """The vector of each text: from the cache, the rest embedded in one call (and cached)."""
+        wanted = list(dict.fromkeys(texts))
+        found: dict[str, list[float]] = {}
+        with self._lock:
+            for text in wanted:
+                cached = self._cache.get(text)
+                if cached is not None:
+                    self._cache.move_to_end(text)
+                    found[text] = cached.tolist()
+        todo = [text for text in wanted if text not in found]
+        if todo:
+            embedded = self.embedder.embed_documents(todo)
+            found.update(zip(todo, embedded, strict=True))
+            self._keep(zip(todo, embedded, strict=True))
+        return found
+
+    def _keep(self, pairs: Iterable[tuple[str, Sequence[float]]]) -> None:
+        with self._lock:
+            for text, vector in pairs:
+                self._cache[text] = np.asarray(vector, dtype=np.float64)
+                self._cache.move_to_end(text)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def _verdict(self, claim: str, spans: list[str], context: str, vectors: dict[str, list[float]]) -> Verdict:
         if not claim.strip():
             return Verdict(False, "empty claim")
         spans = [s for s in spans if s.strip()]
         if not spans:
             return Verdict(False, "cites no source text")
         candidates = [*spans, " ".join(spans)] if len(spans) > 1 else spans
-        similarity = max(_cosine(self._cache[claim], self._cache[s]) for s in candidates)
+        similarity = max(_cosine(vectors[claim], vectors[s]) for s in candidates)
         missing = missing_facts(claim, " ".join(spans), context)
         if missing:
             return Verdict(False, f"not in the cited text: {', '.join(missing)}", similarity, tuple(missing))
@@ -291,13 +240,6 @@ class Verifier:
                 False, f"meaning not supported (similarity {similarity:.2f} < {self.threshold:.2f})", similarity
             )
         return Verdict(True, f"numbers, dates and names found; similarity {similarity:.2f}", similarity)
-
-    def _embed(self, texts: Iterable[str]) -> None:
-        todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if todo:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache.update(zip(todo, self.embedder.embed_documents(todo), strict=True))
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -338,8 +280,6 @@ def calibrate(verifier: Verifier, pairs: Sequence[tuple[str, str, bool]]) -> tup
 
 # -- answers ----------------------------------------------------------------------------------------
 
-_MARKER = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
-
 
 def check_answer(answer: Answer, verifier: Verifier) -> list[SentenceCheck]:
     """Each sentence of an answer against the passages it cites ([n] markers; an unmarked sentence
@@ -352,8 +292,8 @@ def check_answer(answer: Answer, verifier: Verifier) -> list[SentenceCheck]:
     items: list[tuple[str, list[str]]] = []
     cited: list[tuple[int, ...]] = []
     for sentence in sentences:
-        numbers = tuple(sorted({int(n) for m in _MARKER.finditer(sentence) for n in re.findall(r"\d+", m.group(1))}))
-        claim = re.sub(r"\s*" + _MARKER.pattern, "", sentence).strip()
+        numbers = tuple(sorted({n for m in MARKER.finditer(sentence) for n in marker_numbers(m)}))
+        claim = re.sub(r"\s*" + MARKER.pattern, "", sentence).strip()
         if len(_WORD.findall(claim)) < 3:
             continue  # a fragment ("Sources differ:") states nothing checkable
         valid = tuple(n for n in numbers if 1 <= n <= len(answer.passages))
@@ -389,8 +329,8 @@ def best_span(verifier: Verifier, claim: str, text: str) -> tuple[int, int]:
     spans += [(a.start, b.end) for a, b in itertools.pairwise(sentences)]
     if not spans:
         return 0, len(text)
-    verifier._embed([claim, *(text[s:e] for s, e in spans)])
-    return max(spans, key=lambda span: _cosine(verifier._cache[claim], verifier._cache[text[span[0] : span[1]]]))
+    vectors = verifier.vectors([claim, *(text[s:e] for s, e in spans)])
+    return max(spans, key=lambda span: _cosine(vectors[claim], vectors[text[span[0] : span[1]]]))
 
 
 _COMMON_STARTS_TEXT = (

@@ -21,11 +21,11 @@ from pathlib import Path
 from app.brief import Brief, Document
 from app.brief.eval import fact_coverage, lead, rouge
 from app.brief.extractive import ExtractiveBriefEngine
-from app.chunk import split_sentences
 from app.config import Settings
 from app.embed import build_embedder
 from app.evals.suites import load_reference_articles
 from app.parse import parse_file
+from app.text.sentences import split_sentences
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CNNDM = SHARED / "cnndm_highlights" / "articles_dev.jsonl"

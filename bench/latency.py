@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from app.chunk import answer_sentences
 from app.config import Settings
 from app.embed import Embedder, build_embedder
 from app.ingest import _embedding_text, build_ingestor
 from app.service import Newsdesk
 from app.store import Store, connect, sentence_id
+from app.text.sentences import answer_sentences
 
 QUESTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "realtimeqa" / "questions_dev.jsonl"
 NOISE = 0.01
@@ -103,7 +103,7 @@ def percentile(values: list[float], share: float) -> float:
 
 def measure(label: str, settings: Settings, embedder: Embedder, questions: list[str]) -> None:
     started = time.perf_counter()
-    desk = Newsdesk(settings, embedder)
+    desk = Newsdesk(settings, embedder=embedder)
     desk.lexical.sync()
     opened = time.perf_counter() - started
     desk.ask("warm up: who won?", engine="extractive")

@@ -13,9 +13,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.api import create_app
-from app.api.state import Service
+from app.api.metrics import Metrics
 from app.config import Settings
 from app.embed import Embedder
+from app.service import Newsdesk
 
 from .conftest import free_port
 
@@ -42,10 +43,16 @@ class LiveServer:
     url: str
 
     @property
-    def service(self) -> Service:
-        service = self.app.state.service
-        assert isinstance(service, Service)
-        return service
+    def desk(self) -> Newsdesk:
+        desk = self.app.state.desk
+        assert isinstance(desk, Newsdesk)
+        return desk
+
+    @property
+    def metrics(self) -> Metrics:
+        metrics = self.app.state.metrics
+        assert isinstance(metrics, Metrics)
+        return metrics
 
 
 @contextmanager

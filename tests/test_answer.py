@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 def desk(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Newsdesk:
     settings = Settings(data_dir=tmp_path_factory.mktemp("desk"))
     make_ingestor(settings, embedder).ingest_paths([CORPUS], max_bytes=settings.max_file_bytes)
-    return Newsdesk(settings, embedder)
+    return Newsdesk(settings, embedder=embedder)
 
 
 def quotes_are_verbatim(desk: Newsdesk, answer_citations: list) -> bool:  # type: ignore[type-arg]
@@ -110,7 +110,7 @@ def test_llm_down_falls_back_to_a_degraded_extractive_answer(desk: Newsdesk) -> 
     settings = desk.settings.model_copy(
         update={"llm_base_url": f"http://127.0.0.1:{free_port()}/v1", "llm_max_retries": 0, "llm_timeout_s": 2.0}
     )
-    degraded = Newsdesk(settings, desk.embedder)
+    degraded = Newsdesk(settings, embedder=desk.embedder)
     answer = degraded.ask("Which club beat Inter Milan in the Champions League final?", engine="llm")
     assert answer.degraded and answer.engine == "extractive" and "Paris Saint-Germain" in answer.answer
     assert any("LLM failed" in note for note in answer.notes)
@@ -119,7 +119,7 @@ def test_llm_down_falls_back_to_a_degraded_extractive_answer(desk: Newsdesk) -> 
 def test_another_process_sees_ingests_and_deletions_without_restart(tmp_path: Path, embedder: Embedder) -> None:
     settings = Settings(data_dir=tmp_path)
     make_ingestor(settings, embedder).ingest_paths([CORPUS / "2024-12-18-fed-rate-cut.txt"], max_bytes=10**6)
-    reader = Newsdesk(settings, embedder)
+    reader = Newsdesk(settings, embedder=embedder)
     assert not any("Kursk" in p.title for p in reader.retriever.retrieve("Kursk Gerasimov", k=5))
 
     env = {**os.environ, "NEWSDESK_DATA_DIR": str(tmp_path)}
@@ -138,10 +138,10 @@ def test_another_process_sees_ingests_and_deletions_without_restart(tmp_path: Pa
 def test_lexical_index_is_persisted_and_not_rebuilt(tmp_path: Path, embedder: Embedder) -> None:
     settings = Settings(data_dir=tmp_path)
     make_ingestor(settings, embedder).ingest_paths([CORPUS], max_bytes=10**6)
-    first = Newsdesk(settings, embedder)
+    first = Newsdesk(settings, embedder=embedder)
     assert first.lexical.sync() >= 12
     first.close()
-    again = Newsdesk(settings, embedder)
+    again = Newsdesk(settings, embedder=embedder)
     assert again.lexical.sync() == 0, "a restart reads nothing it already has"
     assert again.lexical.search("Gerasimov", 3)
 
@@ -231,7 +231,7 @@ def test_merged_lexical_segments_equal_a_fresh_index(
 ) -> None:
     settings = Settings(data_dir=tmp_path)
     files = sorted(CORPUS.glob("*.txt"))
-    desk = Newsdesk(settings, embedder)
+    desk = Newsdesk(settings, embedder=embedder)
     ingestor = make_ingestor(settings, embedder)
     for path in files[:-1]:
         ingestor.ingest_paths([path], max_bytes=10**6)
@@ -262,7 +262,7 @@ def test_lexical_index_in_an_older_layout_is_rebuilt(tmp_path: Path, embedder: E
         "CREATE TABLE index_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     )
     old.close()
-    desk = Newsdesk(settings, embedder)
+    desk = Newsdesk(settings, embedder=embedder)
     assert desk.lexical.sync() == 1 and desk.lexical.search("Gerasimov", 3)
 
 
@@ -274,7 +274,7 @@ def test_a_failed_lexical_sync_leaves_the_index_as_it_was(
     path = tmp_path / "kursk.txt"
     path.write_text((CORPUS / "2025-04-26-russia-kursk-control.txt").read_text(encoding="utf-8"), encoding="utf-8")
     ingestor.ingest_paths([path], max_bytes=10**6)
-    desk = Newsdesk(settings, embedder)
+    desk = Newsdesk(settings, embedder=embedder)
     assert desk.lexical.sync() == 1
     before = [(h.chunk_id, h.score) for h in desk.lexical.search("Kursk drones", 10)]
     with path.open("a", encoding="utf-8") as file:

@@ -17,10 +17,11 @@ from fastapi.testclient import TestClient
 from langchain_core.embeddings import Embeddings
 
 from app.api import create_app
-from app.api.state import Service
+from app.api.metrics import Metrics
 from app.config import Settings
 from app.embed import Embedder
 from app.errors import StoreError
+from app.service import Newsdesk
 
 from .conftest import free_port, running_server
 from .live_service import HOSTILE_ARTICLE, live_server
@@ -31,10 +32,16 @@ KEY = "test-key-7f3a9c"
 OTHER_KEY = "second-key-1b2c"
 
 
-def service_of(client: TestClient) -> Service:
-    service = client.app.state.service  # type: ignore[attr-defined]
-    assert isinstance(service, Service)
-    return service
+def desk_of(client: TestClient) -> Newsdesk:
+    desk = client.app.state.desk  # type: ignore[attr-defined]
+    assert isinstance(desk, Newsdesk)
+    return desk
+
+
+def metrics_of(client: TestClient) -> Metrics:
+    metrics = client.app.state.metrics  # type: ignore[attr-defined]
+    assert isinstance(metrics, Metrics)
+    return metrics
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +92,7 @@ def test_start_up_ingests_the_bundled_corpus_into_an_empty_store(client: TestCli
 def test_a_second_start_on_the_same_store_ingests_nothing(data_dir: Path, embedder: Embedder) -> None:
     settings = Settings(data_dir=data_dir, rate_limit_per_minute=0)
     with TestClient(create_app(settings, embedder=embedder)) as again:
-        registry = service_of(again).metrics.registry
+        registry = metrics_of(again).registry
         assert registry.get_sample_value("newsdesk_ingested_articles_total", {"outcome": "added"}) == 0
         assert again.get("/readyz").json()["articles"] == 15
 
@@ -378,7 +385,7 @@ def test_store_failures_are_503_without_internals(client: TestClient, monkeypatc
     def broken(*args: object, **kwargs: object) -> None:
         raise StoreError("Chroma failed while listing articles: connection to secret-host:9999 refused")
 
-    monkeypatch.setattr(service_of(client).desk.store, "list_articles", broken)
+    monkeypatch.setattr(desk_of(client).store, "list_articles", broken)
     response = client.get("/v1/articles")
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
@@ -396,7 +403,7 @@ def test_unexpected_failures_are_a_bare_500(
         def bug(*args: object, **kwargs: object) -> None:
             raise RuntimeError("internal detail: /srv/secret/path")
 
-        monkeypatch.setattr(service_of(fresh).desk.store, "list_articles", bug)
+        monkeypatch.setattr(desk_of(fresh).store, "list_articles", bug)
         response = fresh.get("/v1/articles")
     assert response.status_code == 500
     assert response.text == "Internal Server Error"
@@ -453,7 +460,7 @@ def test_chat_system_messages_cannot_change_behaviour(client: TestClient) -> Non
 def test_llm_prompt_wraps_hostile_text_as_data(client: TestClient, tmp_path: Path) -> None:
     from app.answer.llm import LLMEngine
 
-    passages = service_of(client).desk.retriever.retrieve("Port of Vellmar ships", k=1)
+    passages = desk_of(client).search("Port of Vellmar ships", k=1)
     assert passages[0].article_id == HOSTILE_ARTICLE["id"]
     engine = LLMEngine(Settings(data_dir=tmp_path, llm_base_url="http://127.0.0.1:9/v1"))
     sources = engine.prepare("How many ships?", passages).values["sources"]
@@ -474,7 +481,7 @@ def test_metrics_count_requests_retrieval_generation_and_ingests(client: TestCli
     assert 'route="/v1/articles/{article_id}"' in text  # templates, not raw paths
     assert "newsdesk_retrieval_seconds_count" in text
     assert 'newsdesk_generation_seconds_count{engine="extractive"}' in text
-    registry = service_of(client).metrics.registry
+    registry = metrics_of(client).registry
     assert (registry.get_sample_value("newsdesk_ingested_articles_total", {"outcome": "added"}) or 0) >= 15
     assert (registry.get_sample_value("newsdesk_ingested_chunks_total") or 0) > 14
 

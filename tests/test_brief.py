@@ -19,10 +19,10 @@ from app.brief import Brief, Document
 from app.brief.clauses import join_pieces, shorten, word_count
 from app.brief.eval import fact_coverage, lead, rouge
 from app.brief.extractive import ExtractiveBriefEngine, _differing_figures
-from app.brief.llm import LLMBriefEngine, MalformedOutputError, parse_output
+from app.brief.llm import LLMBriefEngine, parse_output
 from app.config import Settings
 from app.embed import Embedder
-from app.errors import InputError, NotFoundError
+from app.errors import InputError, MalformedOutputError, NotFoundError
 from app.parse import parse_file
 from app.service import Newsdesk
 from app.verify import Verifier
@@ -221,7 +221,7 @@ def test_sample_article_brief_covers_its_quick_looks(engine: ExtractiveBriefEngi
 def desk(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Newsdesk:
     settings = Settings(data_dir=tmp_path_factory.mktemp("brief-desk"), engine="extractive")
     make_ingestor(settings, embedder).ingest_paths([CORPUS], max_bytes=settings.max_file_bytes)
-    return Newsdesk(settings, embedder)
+    return Newsdesk(settings, embedder=embedder)
 
 
 @pytest.mark.slow
@@ -316,18 +316,16 @@ def test_malformed_json_is_a_typed_error_or_a_degraded_fallback(tmp_path: Path, 
         parse_output('Sure! Here are the bullets: {"bullets": [{"text": 1', "LLM server x")
     assert parse_output('```json\n{"bullets": []}\n```', "x").bullets == []
 
-    settings = llm_settings(tmp_path, llm_fallback_extractive=False)
-    desk = Newsdesk(settings, embedder)
-    desk.__dict__["llm_brief"] = LLMBriefEngine(
-        settings, desk.verifier, chat_model=FakeListChatModel(responses=["not json at all"])
-    )
     path = tmp_path / "port.txt"
     path.write_text(PORT_STORY, encoding="utf-8")
+    not_json = FakeListChatModel(responses=["not json at all"])
+    strict = Newsdesk(llm_settings(tmp_path, llm_fallback_extractive=False), embedder=embedder, llm=not_json)
     with pytest.raises(MalformedOutputError):
-        desk.brief(path=path, engine="llm")
+        strict.brief(path=path, engine="llm")
+    strict.close()
 
-    desk.settings = llm_settings(tmp_path, llm_fallback_extractive=True)
-    fallback = desk.brief(path=path, engine="llm", bullets=4)
+    lenient = Newsdesk(llm_settings(tmp_path, llm_fallback_extractive=True), embedder=embedder, llm=not_json)
+    fallback = lenient.brief(path=path, engine="llm", bullets=4)
     assert fallback.degraded and fallback.engine == "extractive" and len(fallback.bullets) == 4
     assert any("the LLM failed" in note for note in fallback.notes)
 
@@ -385,16 +383,14 @@ def test_cli_brief_json_and_errors(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_llm_answers_are_checked_by_the_verifier(desk: Newsdesk) -> None:
-    from app.answer.llm import LLMEngine
-
     reply = (
         "Russian strikes overnight killed three civilians, according to regional governors [1]. "
         "The strikes also destroyed 900 bridges across the Kursk region [1]."
     )
-    desk.__dict__["llm"] = LLMEngine(desk.settings, FakeListChatModel(responses=[reply]))
+    with_llm = Newsdesk(desk.settings, embedder=desk.embedder, llm=FakeListChatModel(responses=[reply]))
     try:
-        answer = desk.ask("How many civilians were killed overnight in the Russian attacks?", engine="llm")
+        answer = with_llm.ask("How many civilians were killed overnight in the Russian attacks?", engine="llm")
     finally:
-        del desk.__dict__["llm"]
+        with_llm.close()
     assert answer.unsupported == ["The strikes also destroyed 900 bridges across the Kursk region."]
     assert any("900" in note for note in answer.notes)

@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.article import Article, Section
-from app.chunk import Chunker, split_sentences
+from app.chunk import Chunker
 from app.errors import ConfigError
+from app.text.sentences import split_sentences
 
 
 def article(text: str, sections: list[Section] | None = None) -> Article:

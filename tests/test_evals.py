@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from app.config import EVALS_DIR
-from app.errors import InputError
-from app.evals.labels import LabelError, load_brief_expectations, load_questions
+from app.errors import InputError, LabelError
+from app.evals.labels import load_brief_expectations, load_questions
 from app.evals.match import contains_any, matched_groups, normalize
 from app.evals.report import breaches, compare, load_thresholds, to_json, to_junit, to_markdown
 from app.evals.suites import Case, SuiteResult

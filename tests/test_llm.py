@@ -32,11 +32,13 @@ from langchain_core.outputs import ChatGenerationChunk
 from pydantic import Field
 
 from app.answer import Answer, Turn
-from app.answer.llm import REFUSAL_SENTENCE, LLMEngine, LLMUnavailableError, build_chat_model
-from app.chunk import get_encoding, split_sentences
+from app.answer.llm import REFUSAL_SENTENCE, LLMEngine, build_chat_model
+from app.chunk import get_encoding
 from app.config import Settings
+from app.errors import LLMUnavailableError
 from app.prompts import load_prompt
 from app.retrieve import Passage
+from app.text.sentences import split_sentences
 
 from .conftest import free_port
 

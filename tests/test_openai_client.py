@@ -52,7 +52,7 @@ def test_chat_completion_with_citations(client: openai.OpenAI, server: LiveServe
     extra: dict[str, Any] = completion.model_extra or {}
     citations = extra["citations"]
     assert citations and citations[0]["number"] == 1
-    article = server.service.desk.store.get_article(citations[0]["article_id"])
+    article = server.desk.article(citations[0]["article_id"])
     assert article.text[citations[0]["start"] : citations[0]["end"]] == citations[0]["quote"]
     assert extra["newsdesk"]["engine"] == "extractive" and extra["newsdesk"]["refused"] is False
 
@@ -111,7 +111,7 @@ def test_streamed_chat_through_a_real_llm(
 ) -> None:
     """newsdesk-llm: the LLM engine's tokens stream through, ending with the citations field."""
     settings = Settings(
-        data_dir=server.service.settings.data_dir,
+        data_dir=server.desk.settings.data_dir,
         llm_base_url=llama_server,
         llm_model="gemma3-270m",
         llm_context_tokens=2048,

@@ -28,7 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iter
     )
     with live_server(settings, embedder) as running:
         for path in sorted(CORPUS.glob("*.txt"))[:3]:
-            running.service.ingestor.ingest_paths([path], max_bytes=settings.max_file_bytes)
+            running.desk.ingest_paths([path])
         yield running
 
 
@@ -51,7 +51,7 @@ def test_generated_requests_never_get_a_server_error(server: LiveServer) -> None
 
         check()
 
-    samples = server.service.metrics.requests.collect()[0].samples
+    samples = server.metrics.requests.collect()[0].samples
     by_status: dict[str, float] = {}
     for sample in samples:
         if sample.name.endswith("_total"):

@@ -9,8 +9,8 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from app.answer.llm import LLMEngine
 from app.config import PROMPTS_DIR, Settings
-from app.errors import ConfigError
-from app.prompts import Prompt, PromptError, load_prompt
+from app.errors import ConfigError, PromptError
+from app.prompts import Prompt, load_prompt
 
 from .test_llm import P1
 

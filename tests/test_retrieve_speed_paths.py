@@ -60,7 +60,7 @@ def test_retrieval_then_answer_embed_the_question_once(tmp_path: Path, embedder:
     settings = Settings(data_dir=tmp_path)
     make_ingestor(settings, embedder).ingest_paths([CORPUS / "2025-04-26-russia-kursk-control.txt"], max_bytes=10**6)
     counting = CountingEmbeddings(embedder)
-    desk = Newsdesk(settings, Embedder(embedder.name, counting))  # type: ignore[arg-type]
+    desk = Newsdesk(settings, embedder=Embedder(embedder.name, counting))  # type: ignore[arg-type]
     question = "Who commanded the Russian forces in Kursk?"
     desk.retriever.retrieve(question, k=4)
     assert desk.embedder.embed_query(question) == embedder.embed_documents([question])[0]
@@ -99,7 +99,7 @@ def test_a_read_right_after_a_write_is_not_reused(
 def test_dense_leg_from_the_lexical_index_equals_the_store_query(settings: Settings, embedder: Embedder) -> None:
     ingestor = make_ingestor(settings, embedder)
     ingestor.ingest([PORT, ORCHARD])
-    desk = Newsdesk(settings, embedder)
+    desk = Newsdesk(settings, embedder=embedder)
     desk.lexical.sync()
     vector = embedder.embed_query("how many ships were diverted by the strike")
     old = desk.store.nearest(vector, 10)

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from langchain_core.embeddings import Embeddings
 
 from app.answer import Answer
 from app.embed import Embedder
 from app.retrieve import Passage
-from app.verify import SUPPORT_THRESHOLD, Verifier, calibrate, check_answer, entities_in, missing_facts, numbers_in
+from app.text.numbers import numbers_in
+from app.verify import (
+    SUPPORT_THRESHOLD,
+    Verdict,
+    Verifier,
+    best_span,
+    calibrate,
+    check_answer,
+    entities_in,
+    missing_facts,
+)
 
 from .conftest import REPO
 
@@ -116,3 +130,47 @@ def test_unsupported_answer_sentences_are_flagged(embedder: Embedder) -> None:
         "The mayor promised compensation for the harbour pilots.",
     ]
     assert any("45" in note for note in answer.notes)
+
+
+class HashEmbeddings(Embeddings):
+    """Deterministic vectors from a text's hash: fast enough to push thousands of texts through."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        out = []
+        for text in texts:
+            digest = hashlib.sha256(text.encode()).digest()
+            vector = [b - 127.5 for b in digest[:16]]
+            norm = math.sqrt(sum(x * x for x in vector))
+            out.append([x / norm for x in vector])
+        return out
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def test_one_verifier_checks_over_ten_thousand_texts_from_several_threads() -> None:
+    """The cache is bounded and shared: eviction by one thread never breaks another's check."""
+    verifier = Verifier(Embedder("hash", HashEmbeddings(), 16), cache_size=1_000)
+    reference = Verifier(Embedder("hash", HashEmbeddings(), 16))
+
+    def claims(worker: int) -> list[tuple[str, list[str]]]:
+        return [
+            (f"Worker {worker} counted {n} ships in port.", [f"In port {n} ships waited, said worker {worker}."])
+            for n in range(700)
+        ]
+
+    def work(worker: int) -> list[Verdict]:
+        verdicts = []
+        for claim, spans in claims(worker):
+            verdicts.append(verifier.check(claim, spans))
+            text = f"{spans[0]} The harbour master of pier {worker} agreed. Queues grew."
+            start, end = best_span(verifier, claim, text)
+            assert 0 <= start < end <= len(text)
+        return verdicts
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(work, range(8)))
+    assert sum(len(r) for r in results) * 2 > 10_000, "more distinct texts than the cache holds, many times over"
+    assert len(verifier._cache) <= 1_000
+    for worker, verdicts in enumerate(results):
+        assert verdicts == [reference.check(claim, spans) for claim, spans in claims(worker)]

@@ -37,7 +37,7 @@ needs_chromium = pytest.mark.skipif(
 def server(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[LiveServer]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("web"), rate_limit_per_minute=0)
     with live_server(settings, embedder) as running:
-        running.service.ingest(parse_record(HOSTILE_ARTICLE, origin="test"))
+        running.desk.ingest([parse_record(HOSTILE_ARTICLE, origin="test")])
         yield running
 
 

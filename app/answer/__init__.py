@@ -7,7 +7,6 @@ extractive engine (offline default: verbatim source sentences) and the LLM engin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -77,10 +76,4 @@ class Engine(Protocol):
 
     def condense(self, question: str, history: list[Turn]) -> str:
         """A follow-up question rewritten to stand alone, for retrieval."""
-        ...
-
-
-class StreamingEngine(Engine, Protocol):
-    def stream(self, question: str, passages: list[Passage]) -> AsyncIterator[str | Answer]:
-        """Text deltas as they are generated, then the final Answer."""
         ...

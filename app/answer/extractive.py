@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from app.answer import Answer, Citation, EngineName, Turn
-from app.chunk import MIN_ANSWER_WORDS, split_sentences
-from app.lexical import STOPWORDS, query_terms
 from app.store import sentence_id
+from app.text.dates import DATE_CUE
+from app.text.numbers import plain_numbers_in
+from app.text.sentences import MIN_ANSWER_WORDS, split_sentences
+from app.text.terms import STOPWORDS, light_stem, light_stems, query_terms
 
 if TYPE_CHECKING:
     from app.embed import Embedder
@@ -34,45 +36,6 @@ if TYPE_CHECKING:
     from app.retrieve import Passage
     from app.store import Store
 
-NUMBER_WORDS = {
-    "zero": 0,
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
-    "eleven": 11,
-    "twelve": 12,
-    "thirteen": 13,
-    "fourteen": 14,
-    "fifteen": 15,
-    "sixteen": 16,
-    "seventeen": 17,
-    "eighteen": 18,
-    "nineteen": 19,
-    "twenty": 20,
-    "thirty": 30,
-    "forty": 40,
-    "fifty": 50,
-    "sixty": 60,
-    "seventy": 70,
-    "eighty": 80,
-    "ninety": 90,
-    "hundred": 100,
-    "dozen": 12,
-}
-_NUMBER = re.compile(r"\b\d[\d,.]*\b|\b(" + "|".join(NUMBER_WORDS) + r"|million|billion|thousand)\b", re.I)
-_MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
-_DATE = re.compile(
-    rf"\b({_MONTHS}|jan|feb|aug|sept|oct|nov|dec|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b"
-    r"|\b(19|20)\d\d\b|\b(yesterday|today|tomorrow|last week|next week)\b",
-    re.I,
-)
 _NAME = re.compile(r"\b[A-Z][\w’'.-]+(?:\s+(?:[A-Z][\w’'.-]+|de|da|von|van|al|bin))*")
 _PLACE = re.compile(r"\b(?:in|at|from|near|to|across|outside)\s+((?:the\s+)?[A-Z][\w’'.-]+(?:[\s,]+[A-Z][\w’'.-]+)*)")
 _DISPUTE = re.compile(r"\b(disput\w*|den(y|ies|ied)|reject\w*|insist\w*|contradict\w*|claim\w*|refut\w*)\b", re.I)
@@ -107,37 +70,12 @@ def answer_type(question: str) -> str:
     return "entity"
 
 
-def stem(word: str) -> str:
-    for suffix in ("ies", "ing", "ed", "es", "s", "ly"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
-    return word
-
-
-def stems(text: str) -> set[str]:
-    return {stem(term) for term in query_terms(text)}
-
-
-def numbers_in(text: str) -> set[float]:
-    values = set()
-    for match in _NUMBER.finditer(text):
-        token = match.group().lower().rstrip(".,")
-        if token in NUMBER_WORDS:
-            values.add(float(NUMBER_WORDS[token]))
-        else:
-            try:
-                values.add(float(token.replace(",", "")))
-            except ValueError:
-                continue
-    return values
-
-
 def _has_type(sentence: str, kind: str, question: str) -> bool:
     question_lower = question.lower()
     if kind == "number":
-        return bool(numbers_in(sentence) - numbers_in(question))
+        return bool(plain_numbers_in(sentence) - plain_numbers_in(question))
     if kind == "date":
-        return any(m.group().lower() not in question_lower for m in _DATE.finditer(sentence))
+        return any(m.group().lower() not in question_lower for m in DATE_CUE.finditer(sentence))
     if kind == "place":
         return any(m.group(1).lower() not in question_lower for m in _PLACE.finditer(sentence))
     names = [m.group() for m in _NAME.finditer(sentence) if m.start() > 0 or " " in m.group()]
@@ -197,7 +135,7 @@ class ExtractiveEngine:
         for passage in passages:
             article_ranks.setdefault(passage.article_id, len(article_ranks))
         for candidate in candidates:
-            in_context, in_sentence = stems(candidate.context), stems(candidate.text)
+            in_context, in_sentence = light_stems(candidate.context), light_stems(candidate.text)
             candidate.coverage = sum(w for term, w in weights.items() if term in in_context) / total
             candidate.sentence_coverage = sum(w for term, w in weights.items() if term in in_sentence) / total
             candidate.typed = _has_type(candidate.text, kind, question)
@@ -254,12 +192,13 @@ class ExtractiveEngine:
         if not terms:
             return {}
         if self.lexical is None:
-            return {stem(t): 1.0 for t in terms}
+            return {light_stem(t): 1.0 for t in terms}
         frequencies, total = self.lexical.document_frequency(terms)
         weights: dict[str, float] = {}
         for term in terms:
             df = frequencies.get(term, 0)
-            weights[stem(term)] = max(weights.get(stem(term), 0.0), math.log(1 + (total - df + 0.5) / (df + 0.5)))
+            stemmed = light_stem(term)
+            weights[stemmed] = max(weights.get(stemmed, 0.0), math.log(1 + (total - df + 0.5) / (df + 0.5)))
         return weights
 
     def _companion(
@@ -267,7 +206,7 @@ class ExtractiveEngine:
     ) -> tuple[list[_Candidate], bool]:
         """A second sentence and whether it disagrees: a source that disagrees with the best
         one, else a close runner-up."""
-        asked = numbers_in(question)
+        asked = plain_numbers_in(question)
         for other in ranked[1:6]:
             if other.passage.article_id == best.passage.article_id or other.coverage < DISAGREEING_MIN_COVERAGE:
                 continue
@@ -275,7 +214,7 @@ class ExtractiveEngine:
                 kind == "number"
                 and other.typed
                 and best.typed
-                and numbers_in(other.text) - asked != numbers_in(best.text) - asked
+                and plain_numbers_in(other.text) - asked != plain_numbers_in(best.text) - asked
             ):
                 return [other], True
             if _DISPUTE.search(other.text) and not _DISPUTE.search(best.text) and other.score > 0.8 * best.score:

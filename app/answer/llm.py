@@ -26,11 +26,14 @@ from langchain_core.output_parsers import StrOutputParser
 from pydantic import SecretStr
 
 from app.answer import Answer, Citation, EngineName, Turn
-from app.chunk import get_encoding, split_sentences
+from app.chunk import get_encoding
 from app.config import Settings
-from app.errors import InputError, NewsdeskError
+from app.errors import InputError, LLMUnavailableError
 from app.prompts import Prompt, load_prompt
 from app.retrieve import Passage
+from app.text.citations import MARKER, marker_numbers
+from app.text.sentences import split_sentences
+from app.text.terms import overlap_words
 
 if TYPE_CHECKING:
     from langchain_core.language_models.chat_models import BaseChatModel
@@ -47,24 +50,10 @@ BASE_RETRY_DELAY_S = 0.5
 MESSAGE_OVERHEAD_TOKENS = 16
 NO_API_KEY = "not-needed"  # local servers ignore the key, but the OpenAI client insists on one
 
-_MARKER = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
 _SENTENCE_END = re.compile(r"""[.!?]+['"’”)\]]*\s+""")
-_WORD = re.compile(r"\w+")
 _SOURCE_TAG = re.compile(r"<(\s*/?\s*sources?\b)", re.IGNORECASE)
 _REFUSAL_START = re.compile(r"""^[\s*_`"'>#]*NOT_IN_SOURCES\b:?""")
-_STOPWORD_TEXT = (
-    "a an the and or but of to in on at by for with from as is are was were be been being it its this that "
-    "these those he she they them his her their we you i not no do does did has have had will would can could "
-    "said says say according than then there which who whom what when where why how also into over after before "
-    "about more most some any all"
-)
-_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-
 T = TypeVar("T")
-
-
-class LLMUnavailableError(NewsdeskError):
-    """The chat model could not produce an answer: unreachable, timing out, refusing the request."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +75,7 @@ class LLMRequest:
 
 
 class LLMEngine:
-    """``Engine`` and ``StreamingEngine`` over a LangChain chat model (``ChatOpenAI`` by default)."""
+    """``Engine`` over a LangChain chat model (``ChatOpenAI`` by default), which can also ``stream``."""
 
     name: EngineName = "llm"
 
@@ -404,10 +393,10 @@ def clean_markers(raw: str, sources: int) -> tuple[str, list[tuple[int, int]], l
     markers: list[tuple[int, int]] = []
     removed: list[int] = []
     cursor = 0
-    for match in _MARKER.finditer(raw):
+    for match in MARKER.finditer(raw):
         out.append(raw[cursor : match.start()])
         cursor = match.end()
-        numbers = [int(n) for n in re.findall(r"\d+", match.group(1))]
+        numbers = marker_numbers(match)
         valid = [n for n in numbers if 1 <= n <= sources]
         removed.extend(n for n in numbers if not 1 <= n <= sources and n not in removed)
         if not valid:
@@ -428,9 +417,9 @@ def build_citations(text: str, markers: list[tuple[int, int]], passages: list[Pa
     best: dict[int, tuple[float, int, int, int]] = {}  # number -> (score, -sentence index, start, end)
     for number, offset in markers:
         passage = passages[number - 1]
-        claim = _words(_claim_before(text, offset))
+        claim = overlap_words(_claim_before(text, offset))
         for index, sentence in enumerate(split_sentences(passage.text)):
-            candidate = (_overlap(claim, _words(sentence.text)), -index, sentence.start, sentence.end)
+            candidate = (_overlap(claim, overlap_words(sentence.text)), -index, sentence.start, sentence.end)
             if number not in best or candidate[:2] > best[number][:2]:
                 best[number] = candidate
     citations = []
@@ -443,23 +432,19 @@ def build_citations(text: str, markers: list[tuple[int, int]], passages: list[Pa
 
 def _claim_before(text: str, offset: int) -> str:
     """The sentence a marker at ``offset`` ends (or, for a leading marker, the one it starts)."""
-    left = _MARKER.sub("", text[:offset]).rstrip()
+    left = MARKER.sub("", text[:offset]).rstrip()
     trimmed = left.rstrip(".!?\"'”’) ")
     boundaries = list(_SENTENCE_END.finditer(trimmed))
     claim = trimmed[boundaries[-1].end() :] if boundaries else trimmed
-    if _words(claim):
+    if overlap_words(claim):
         return claim
-    right = _MARKER.sub("", text[offset:])
+    right = MARKER.sub("", text[offset:])
     following = _SENTENCE_END.search(right)
     return right[: following.start()] if following else right
 
 
 def _strip_markers(text: str) -> str:
-    return re.sub(r"[ \t]*" + _MARKER.pattern, "", text).strip()
-
-
-def _words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+    return re.sub(r"[ \t]*" + MARKER.pattern, "", text).strip()
 
 
 def _overlap(claim: set[str], sentence: set[str]) -> float:

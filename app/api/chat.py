@@ -11,7 +11,6 @@ final streamed chunk) for clients that know about them.
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,14 +22,13 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.answer import Answer, Citation, EngineName, Turn
-from app.api.deps import ServiceDep, guard
+from app.api.deps import DeskDep, ServiceDep, guard
 from app.api.errors import ApiError, from_newsdesk
 from app.api.routes import ENGINE_ERRORS, ERRORS, check_question
 from app.api.schemas import CitationOut, ErrorOut, FiltersIn
-from app.api.state import Service
 from app.chunk import get_encoding
 from app.errors import InputError, NewsdeskError
-from app.retrieve import Filters, Passage
+from app.service import Newsdesk
 
 DEFAULT_MODEL = "newsdesk"
 MODEL_ENGINES: dict[str, EngineName | None] = {
@@ -39,7 +37,6 @@ MODEL_ENGINES: dict[str, EngineName | None] = {
     "newsdesk-llm": "llm",
 }
 SOURCES_HEADING = "\n\nSources:\n"
-_PIECE = re.compile(r"\S+\s*|\s+")
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(guard)], responses=ERRORS, tags=["openai"])
 
@@ -119,6 +116,7 @@ class AnswerInfo(BaseModel):
     refused: bool
     degraded: bool
     notes: list[str]
+    unsupported: list[str] = Field(description="Answer sentences the grounding verifier found no support for.")
     standalone_question: str
 
 
@@ -133,14 +131,14 @@ class ChatCompletion(BaseModel):
     newsdesk: AnswerInfo = Field(description="newsdesk extension: how the answer was made.")
 
 
-def model_names(service: Service) -> list[str]:
-    return [name for name, engine in MODEL_ENGINES.items() if engine != "llm" or service.settings.llm_configured]
+def model_names(desk: Newsdesk) -> list[str]:
+    return [name for name, engine in MODEL_ENGINES.items() if engine != "llm" or desk.llm_available]
 
 
 @router.get("/models")
-async def list_models(service: ServiceDep) -> ModelList:
+async def list_models(desk: DeskDep, service: ServiceDep) -> ModelList:
     """The models a chat request may name: one per answer engine, and 'newsdesk' for the default one."""
-    return ModelList(data=[ModelOut(id=name, created=service.started) for name in model_names(service)])
+    return ModelList(data=[ModelOut(id=name, created=service.started) for name in model_names(desk)])
 
 
 def conversation(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
@@ -178,6 +176,7 @@ def info(answer: Answer) -> AnswerInfo:
         refused=answer.refused,
         degraded=answer.degraded,
         notes=answer.notes,
+        unsupported=answer.unsupported,
         standalone_question=answer.standalone_question,
     )
 
@@ -190,26 +189,29 @@ def info(answer: Answer) -> AnswerInfo:
         **ENGINE_ERRORS,
     },
 )
-async def chat_completions(body: ChatRequest, service: ServiceDep) -> Any:
+async def chat_completions(body: ChatRequest, desk: DeskDep, service: ServiceDep) -> Any:
     """OpenAI Chat Completions: answer the last user message from the articles, with citations."""
-    if body.model not in model_names(service):
+    if body.model not in model_names(desk):
         raise ApiError(
             404,
-            f"the model '{body.model}' does not exist; use one of {', '.join(model_names(service))} (GET /v1/models)",
+            f"the model '{body.model}' does not exist; use one of {', '.join(model_names(desk))} (GET /v1/models)",
             kind="invalid_request_error",
             code="model_not_found",
         )
-    engine = service.engine_name(MODEL_ENGINES[body.model])
+    engine = desk.engine_name(MODEL_ENGINES[body.model])
     question, history = conversation(body.messages)
-    question = check_question(question, service.settings)
+    question = check_question(question, desk.settings)
     filters = body.filters.to_filters() if body.filters else None
-    prompt_tokens = _tokens(service, " ".join(m.text for m in body.messages))
+    tokenizer = desk.settings.tokenizer
+    prompt_tokens = _tokens(tokenizer, " ".join(m.text for m in body.messages))
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if not body.stream:
-        answer = await service.run(partial(service.ask, question, history, filters, engine, body.k))
+        answer = await service.run(
+            partial(desk.ask, question, history=history, filters=filters, engine=engine, k=body.k)
+        )
         content = answer.answer + (sources_text(answer.citations) if body.sources_in_content else "")
-        completion_tokens = _tokens(service, content)
+        completion_tokens = _tokens(tokenizer, content)
         return ChatCompletion(
             id=completion_id,
             created=created,
@@ -223,28 +225,25 @@ async def chat_completions(body: ChatRequest, service: ServiceDep) -> Any:
             citations=[CitationOut.model_validate(c) for c in answer.citations],
             newsdesk=info(answer),
         )
-    stream = _Stream(service, body, completion_id, created, prompt_tokens)
-    if engine == "llm":
-        # Errors before the first byte (retrieval, an unreachable LLM for the question rewrite) get a status.
-        standalone, passages = await service.run(partial(service.passages_for, question, history, filters, body.k))
-        events = stream.llm(question, standalone, passages, history, filters)
-    else:
-        answer = await service.run(partial(service.ask, question, history, filters, engine, body.k))
-        events = stream.pieces(answer)
+    items = desk.stream(question, history=history, filters=filters, engine=engine, k=body.k, run=service.run)
+    first = await anext(items)  # errors before any text (retrieval, an unreachable LLM) get a status
+    stream = _Stream(tokenizer, body, completion_id, created, prompt_tokens)
     return StreamingResponse(
-        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        stream.events(first, items),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-def _tokens(service: Service, text: str) -> int:
-    return len(get_encoding(service.settings.tokenizer).encode_ordinary(text))
+def _tokens(tokenizer: str, text: str) -> int:
+    return len(get_encoding(tokenizer).encode_ordinary(text))
 
 
 class _Stream:
     """Server-sent events in OpenAI's chat.completion.chunk format, ending with ``data: [DONE]``."""
 
-    def __init__(self, service: Service, body: ChatRequest, completion_id: str, created: int, prompt: int) -> None:
-        self.service = service
+    def __init__(self, tokenizer: str, body: ChatRequest, completion_id: str, created: int, prompt: int) -> None:
+        self.tokenizer = tokenizer
         self.body = body
         self.id = completion_id
         self.created = created
@@ -274,7 +273,7 @@ class _Stream:
         citations = [CitationOut.model_validate(c).model_dump() for c in answer.citations]
         events.append(self.chunk({}, "stop", citations=citations, newsdesk=info(answer).model_dump()))
         if self.body.stream_options and self.body.stream_options.include_usage:
-            completion = _tokens(self.service, "".join(self.sent))
+            completion = _tokens(self.tokenizer, "".join(self.sent))
             usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion}
             usage["total_tokens"] = self.prompt_tokens + completion
             events.append(
@@ -292,44 +291,19 @@ class _Stream:
         events.append("data: [DONE]\n\n")
         return events
 
-    async def pieces(self, answer: Answer) -> AsyncIterator[str]:
-        """A finished (extractive) answer, sent a few words at a time."""
+    async def events(self, first: str | Answer, rest: AsyncIterator[str | Answer]) -> AsyncIterator[str]:
+        """The desk's text deltas as content chunks, then the final chunk with the verified answer's citations.
+        An error once the headers are sent goes in the stream."""
         yield self.chunk({"role": "assistant", "content": ""})
-        words = _PIECE.findall(answer.answer)
-        for start in range(0, len(words), 3):
-            yield self.chunk({"content": "".join(words[start : start + 3])})
-        for event in self.ending(answer):
-            yield event
-
-    async def llm(
-        self, question: str, standalone: str, passages: list[Passage], history: list[Turn], filters: Filters | None
-    ) -> AsyncIterator[str]:
-        """The LLM's tokens as it produces them; on failure before any text, the extractive answer if allowed."""
-        yield self.chunk({"role": "assistant", "content": ""})
-        answer: Answer | None = None
-        started = time.perf_counter()
+        item = first
         try:
-            async for item in self.service.desk.llm.stream(standalone, passages):
-                if isinstance(item, Answer):
-                    answer = item
-                elif item:
+            while not isinstance(item, Answer):
+                if item:
                     yield self.chunk({"content": item})
+                item = await anext(rest)
         except NewsdeskError as error:
-            if len(self.sent) > 1 or not self.service.settings.llm_fallback_extractive:
-                yield self._event(from_newsdesk(error).body())  # headers are sent: the error goes in the stream
-                yield "data: [DONE]\n\n"
-                return
-            answer = await self.service.run(
-                partial(self.service.ask, question, history, filters, "extractive", self.body.k)
-            )
-            answer.degraded = True
-            answer.notes.append("the LLM failed; this is the extractive answer")
-            for piece in _PIECE.findall(answer.answer):
-                yield self.chunk({"content": piece})
-        else:
-            self.service.metrics.generation.labels("llm").observe(time.perf_counter() - started)
-        assert answer is not None
-        answer.question = question
-        answer.standalone_question = standalone
-        for event in self.ending(answer):
+            yield self._event(from_newsdesk(error).body())
+            yield "data: [DONE]\n\n"
+            return
+        for event in self.ending(item):
             yield event

@@ -1,4 +1,4 @@
-"""Dependencies routes declare: the shared Service, and the guard (API key and rate limit)."""
+"""Dependencies routes declare: the desk, the Service (keys, limits, worker slots), the metrics, and the guard."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.api.metrics import Metrics
 from app.api.state import Service
+from app.service import Newsdesk
 
 _bearer = HTTPBearer(auto_error=False, description="One of NEWSDESK_API_KEYS (needed only when keys are set).")
 
@@ -16,7 +18,17 @@ def get_service(request: Request) -> Service:
     return cast(Service, request.app.state.service)
 
 
+def get_desk(request: Request) -> Newsdesk:
+    return cast(Newsdesk, request.app.state.desk)
+
+
+def get_metrics(request: Request) -> Metrics:
+    return cast(Metrics, request.app.state.metrics)
+
+
 ServiceDep = Annotated[Service, Depends(get_service)]
+DeskDep = Annotated[Newsdesk, Depends(get_desk)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
 async def guard(

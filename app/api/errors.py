@@ -4,10 +4,12 @@
     NewsdeskError (app/errors.py)
      ├── NotFoundError                      404     not_found_error
      ├── InputError, ParseError             422     invalid_request_error
-     ├── ConfigError                        400     invalid_request_error (e.g. engine llm, none configured)
+     ├── NotConfiguredError                 400     invalid_request_error (engine llm, none configured)
      ├── LLMUnavailableError                502     upstream_error        (details logged, not sent)
      ├── StoreError, EmbeddingMismatchError 503     service_unavailable   (details logged, not sent)
-     └── EmbeddingError                     503     service_unavailable   (details logged, not sent)
+     ├── EmbeddingError                     503     service_unavailable   (details logged, not sent)
+     └── ConfigError, PromptError           500     server_error          (the server's settings or prompt
+                                                                            files are broken; details logged)
     ApiError (raised by the edge itself)    its own: 401, 404, 413, 415, 429
     RequestValidationError                  422     invalid_request_error, one line per problem
     HTTPException (routing, body limit)     its own
@@ -27,8 +29,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.answer.llm import LLMUnavailableError
-from app.errors import ConfigError, EmbeddingError, InputError, NewsdeskError, NotFoundError, StoreError
+from app.errors import (
+    ConfigError,
+    EmbeddingError,
+    InputError,
+    LLMUnavailableError,
+    NewsdeskError,
+    NotConfiguredError,
+    NotFoundError,
+    StoreError,
+)
 
 log = logging.getLogger("newsdesk.api")
 
@@ -67,13 +77,16 @@ class ApiError(Exception):
 def from_newsdesk(error: NewsdeskError) -> ApiError:
     """The HTTP form of a newsdesk error. Server-side failures keep their details in the log."""
     if isinstance(error, NotFoundError):
-        message = str(error).replace("(see 'newsdesk articles')", "(see GET /v1/articles)")
-        return ApiError(404, message, kind="not_found_error", code="not_found")
+        return ApiError(404, f"{error} (see GET /v1/articles)", kind="not_found_error", code="not_found")
     if isinstance(error, InputError):
         return ApiError(422, str(error), kind="invalid_request_error", code="invalid_input")
-    if isinstance(error, ConfigError):
+    if isinstance(error, NotConfiguredError):
         return ApiError(400, str(error), kind="invalid_request_error", code="not_configured")
     log.error("%s: %s", type(error).__name__, error)
+    if isinstance(error, ConfigError):
+        return ApiError(
+            500, "the server is misconfigured; details are in the server log", kind="server_error", code="misconfigured"
+        )
     if isinstance(error, LLMUnavailableError):
         return ApiError(
             502,

@@ -7,6 +7,9 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.answer import EngineName
+from app.ingest import IngestReport
+
 DOC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 INGEST_OUTCOMES = ("added", "updated", "unchanged", "failed")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -41,7 +44,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.ingested = Counter(
+        self.ingested_articles = Counter(
             "newsdesk_ingested_articles",
             "Articles ingested over HTTP or at start-up, by outcome.",
             ["outcome"],
@@ -51,7 +54,7 @@ class Metrics:
             "newsdesk_ingested_chunks", "Chunks embedded by ingests.", registry=self.registry
         )
         for outcome in INGEST_OUTCOMES:  # zero series exist from the start
-            self.ingested.labels(outcome)
+            self.ingested_articles.labels(outcome)
         self.embedding_cache = Counter(
             "newsdesk_embedding_cache_texts",
             "Texts to embed at question time, by whether their vector was cached.",
@@ -62,6 +65,20 @@ class Metrics:
     def count_embedding_cache(self, hits: int, misses: int) -> None:
         self.embedding_cache.labels("hit").inc(hits)
         self.embedding_cache.labels("miss").inc(misses)
+
+    # -- the desk's Observer ------------------------------------------------------------
+
+    def retrieved(self, seconds: float) -> None:
+        self.retrieval.observe(seconds)
+
+    def generated(self, engine: EngineName, seconds: float) -> None:
+        self.generation.labels(engine).observe(seconds)
+
+    def ingested(self, report: IngestReport) -> None:
+        counts = {"added": report.added, "updated": report.updated, "unchanged": report.unchanged}
+        for outcome, count in (counts | {"failed": len(report.errors)}).items():
+            self.ingested_articles.labels(outcome).inc(count)
+        self.ingested_chunks.inc(report.chunks_embedded)
 
 
 class MetricsMiddleware:

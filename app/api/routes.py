@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.deps import ServiceDep, guard
+from app.api.deps import DeskDep, MetricsDep, ServiceDep, guard
 from app.api.errors import ApiError
 from app.api.schemas import (
     AnswerOut,
@@ -27,10 +27,12 @@ from app.api.schemas import (
     PassageOut,
     ReadyOut,
 )
+from app.article import Article
 from app.config import Settings
 from app.errors import InputError
 from app.parse import parse_document, parse_record
 from app.retrieve import Filters
+from app.service import Newsdesk
 
 UPLOAD_KINDS: dict[str, Literal["text", "markdown", "html"]] = {
     ".txt": "text",
@@ -88,33 +90,34 @@ async def healthz() -> HealthOut:
 
 
 @health.get("/readyz", responses={503: {"model": ErrorOut, "description": "The store is unreachable."}})
-async def readyz(service: ServiceDep) -> ReadyOut:
+async def readyz(desk: DeskDep, service: ServiceDep) -> ReadyOut:
     """Ready: the store answers and the embedding model is loaded."""
-    store = service.desk.store
-    articles, chunks = await service.run(lambda: (store.article_count(), store.chunk_count()))
+    stats = await service.run(desk.stats)
     return ReadyOut(
         status="ready",
-        articles=articles,
-        chunks=chunks,
-        embedding_model=service.desk.embedder.name,
-        engine=service.settings.resolved_engine,
+        articles=stats.articles,
+        chunks=stats.chunks,
+        embedding_model=desk.embedder.name,
+        engine=desk.default_engine,
     )
 
 
 @metrics.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-async def prometheus_metrics(service: ServiceDep) -> Response:
+async def prometheus_metrics(metrics: MetricsDep) -> Response:
     """Prometheus metrics: requests and latencies by route, retrieval and answer timings, ingests."""
-    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @api.post("/ask", tags=["questions"], responses=ENGINE_ERRORS)
-async def ask(body: AskIn, service: ServiceDep) -> AnswerOut:
+async def ask(body: AskIn, desk: DeskDep, service: ServiceDep) -> AnswerOut:
     """Answer a question from the articles, citing the exact sentences (quote and character span)."""
-    question = check_question(body.question, service.settings)
+    question = check_question(body.question, desk.settings)
     history = [turn.to_turn() for turn in body.history]
     filters = body.filters.to_filters() if body.filters else None
-    service.engine_name(body.engine)  # an unconfigured LLM is a 400 before any work
-    answer = await service.run(partial(service.ask, question, history, filters, body.engine, body.k))
+    desk.engine_name(body.engine)  # an unconfigured LLM is a 400 before any work
+    answer = await service.run(
+        partial(desk.ask, question, history=history, filters=filters, engine=body.engine, k=body.k)
+    )
     return AnswerOut.of(answer, include_passages=body.include_passages)
 
 
@@ -123,19 +126,19 @@ async def ask(body: AskIn, service: ServiceDep) -> AnswerOut:
     tags=["briefs"],
     responses={404: {"model": ErrorOut, "description": "No stored article has that id."}, **ENGINE_ERRORS},
 )
-async def brief(body: BriefIn, service: ServiceDep) -> BriefOut:
+async def brief(body: BriefIn, desk: DeskDep, service: ServiceDep) -> BriefOut:
     """A Quick Looks brief of one stored article or of a topic across the stored articles: short bullets,
     most important first, each cited to the exact sentence (quote and character span) and checked by the
     grounding verifier; rejected candidates are listed in ``dropped``."""
     topic = (
-        check_question(body.topic, service.settings, "topic", "what to brief, e.g. 'Kursk civilians killed overnight'")
+        check_question(body.topic, desk.settings, "topic", "what to brief, e.g. 'Kursk civilians killed overnight'")
         if body.topic is not None
         else None
     )
-    service.engine_name(body.engine)  # an unconfigured LLM is a 400 before any work
+    desk.engine_name(body.engine)  # an unconfigured LLM is a 400 before any work
     result = await service.run(
         partial(
-            service.brief,
+            desk.brief,
             article_id=body.article_id,
             topic=topic,
             bullets=body.bullets,
@@ -148,6 +151,7 @@ async def brief(body: BriefIn, service: ServiceDep) -> BriefOut:
 
 @api.get("/search", tags=["questions"])
 async def search(
+    desk: DeskDep,
     service: ServiceDep,
     q: Annotated[str, Query(min_length=1, description="What to look for.")],
     k: Annotated[int, Query(ge=1, le=100, description="How many passages.")] = 5,
@@ -156,30 +160,31 @@ async def search(
     until: Annotated[date | None, Query(description="Published on or before (YYYY-MM-DD).")] = None,
 ) -> list[PassageOut]:
     """Top passages by hybrid retrieval (dense and BM25), with their character spans."""
-    query = check_question(q, service.settings)
+    query = check_question(q, desk.settings)
     if since and until and since > until:
         raise InputError("'since' must be on or before 'until'")
     filters = Filters(sources=tuple(source or ()), since=since, until=until)
-    passages = await service.run(partial(service.search, query, k, filters))
+    passages = await service.run(partial(desk.search, query, k, filters))
     return [PassageOut.model_validate(p) for p in passages]
 
 
 @api.get("/articles", tags=["articles"])
 async def list_articles(
+    desk: DeskDep,
     service: ServiceDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[ArticleSummaryOut]:
     """Stored articles, newest first."""
-    records = await service.run(partial(service.desk.store.list_articles, limit, offset))
+    records = await service.run(partial(desk.articles, limit, offset))
     return [ArticleSummaryOut.model_validate(r) for r in records]
 
 
 @api.post("/articles", status_code=201, tags=["articles"])
-async def add_article(body: ArticleIn, service: ServiceDep) -> IngestOut:
+async def add_article(body: ArticleIn, desk: DeskDep, service: ServiceDep) -> IngestOut:
     """Ingest one article given as JSON. Re-sending an unchanged article changes nothing."""
     article = parse_record(body.model_dump(exclude_none=True), origin="request body")
-    return await service.run(partial(service.ingest, article))
+    return await service.run(partial(ingest_one, desk, article))
 
 
 @api.post(
@@ -189,7 +194,9 @@ async def add_article(body: ArticleIn, service: ServiceDep) -> IngestOut:
     responses={415: {"model": ErrorOut, "description": "Not a .txt, .md or .html file."}},
 )
 async def upload_article(
-    service: ServiceDep, file: Annotated[UploadFile, File(description="A .txt, .md or .html article.")]
+    desk: DeskDep,
+    service: ServiceDep,
+    file: Annotated[UploadFile, File(description="A .txt, .md or .html article.")],
 ) -> IngestOut:
     """Ingest one uploaded file: Newslooks or plain text, Markdown (front matter read), or saved HTML."""
     name = Path(file.filename or "upload").name
@@ -202,7 +209,7 @@ async def upload_article(
             kind="invalid_request_error",
             code="unsupported_media_type",
         )
-    limit = service.settings.max_upload_bytes
+    limit = desk.settings.max_upload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise ApiError(
@@ -213,7 +220,16 @@ async def upload_article(
         )
     text = decode_upload(name, data)
     article = parse_document(text, kind, origin=f"upload:{name}", fallback_title=Path(name).stem)
-    return await service.run(partial(service.ingest, article))
+    return await service.run(partial(ingest_one, desk, article))
+
+
+def ingest_one(desk: Newsdesk, article: Article) -> IngestOut:
+    report = desk.ingest([article])
+    if report.errors:  # one article cannot clash with itself; kept for safety
+        raise report.errors[0]
+    status = "added" if report.added else "updated" if report.updated else "unchanged"
+    record = desk.store.records([article.id]).get(article.id)
+    return IngestOut(id=article.id, title=article.title, status=status, chunks=record.chunk_count if record else 0)
 
 
 def decode_upload(name: str, data: bytes) -> str:
@@ -229,14 +245,14 @@ def decode_upload(name: str, data: bytes) -> str:
 
 
 @api.get("/articles/{article_id}", tags=["articles"], responses={404: {"model": ErrorOut}})
-async def get_article(article_id: str, service: ServiceDep) -> ArticleOut:
+async def get_article(article_id: str, desk: DeskDep, service: ServiceDep) -> ArticleOut:
     """One article: fields, Quick Looks and the full text that citations' spans index into."""
-    article = await service.run(partial(service.desk.store.get_article, article_id))
+    article = await service.run(partial(desk.article, article_id))
     return ArticleOut.model_validate(article)
 
 
 @api.delete("/articles/{article_id}", status_code=204, tags=["articles"], responses={404: {"model": ErrorOut}})
-async def delete_article(article_id: str, service: ServiceDep) -> Response:
+async def delete_article(article_id: str, desk: DeskDep, service: ServiceDep) -> Response:
     """Delete an article and all its chunks."""
-    await service.run(partial(service.delete, article_id))
+    await service.run(partial(desk.delete, article_id))
     return Response(status_code=204)

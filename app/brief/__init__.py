@@ -9,7 +9,7 @@ output citing numbered sources, ``app.brief.llm``). Both take ``Document``s: one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 from app.answer import Citation, EngineName
 from app.article import Article
@@ -75,13 +75,3 @@ class Brief:
             for citation in bullet.citations:
                 seen.setdefault(citation.number, citation)
         return [seen[n] for n in sorted(seen)]
-
-    @property
-    def grounded(self) -> bool:
-        return all(b.verdict.supported for b in self.bullets)
-
-
-class BriefEngine(Protocol):
-    name: EngineName
-
-    def brief(self, documents: list[Document], *, bullets: int, kind: BriefKind, subject: str) -> Brief: ...

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import mean
 
-from app.chunk import split_sentences
-from app.verify import Verifier, entities_in, missing_facts, numbers_in
+from app.text.numbers import numbers_in
+from app.text.sentences import split_sentences
+from app.verify import Verifier, entities_in, missing_facts
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeLsum")
 COVERAGE_SIMILARITY = 0.6  # a brief bullet this close in meaning to a reference bullet...

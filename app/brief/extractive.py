@@ -31,9 +31,12 @@ import numpy.typing as npt
 from app.answer import Citation, EngineName
 from app.brief import Brief, BriefKind, Bullet, Document, Dropped
 from app.brief.clauses import join_pieces, shorten, word_count
-from app.chunk import get_encoding, split_sentences
-from app.lexical import STOPWORDS
-from app.verify import Verifier, entities_in, numbers_in
+from app.chunk import get_encoding
+from app.text.dates import DAY_OF_MONTH
+from app.text.numbers import numbers_in
+from app.text.sentences import split_sentences
+from app.text.terms import STOPWORDS
+from app.verify import Verifier, entities_in
 
 if TYPE_CHECKING:
     from app.embed import Embedder
@@ -52,17 +55,10 @@ TOPIC_MIN_RELEVANCE = 0.25  # a topic brief's sentences are at least this close 
 TOPIC_RELATIVE_RELEVANCE = 0.6  # ...and to within this share of the closest sentence
 POSITION_REACH = 3.0  # the position prior's decay grows with (bullets / 3) ** POSITION_REACH
 ENTITY_SHARE = 0.1  # a key name counts this much of a figure in coverage
-PARAGRAPH_REDUNDANCY = 1.0  # a paragraph usually holds one fact: one bullet per paragraph while paragraphs last
+PARAGRAPH_REDUNDANCY = 1.0  # a paragraph usually holds one fact: once each has a bullet, another counts as a repeat
 DUPLICATE_SIMILARITY = 0.80  # two sentences this close say the same thing
 SAME_FACT_SIMILARITY = 0.55  # same subject: compared for differing figures
 MIN_SENTENCE_WORDS = 5
-_MONTH = (
-    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|"
-    r"Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\b\.?"
-)
-_DAY_OF_MONTH = re.compile(
-    rf"\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?\b|\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}"
-)
 _JUNK = re.compile(
     r"click here|read more|scroll down|follow us|share this|sign up|subscribe|published:|updated:|"
     r"all rights reserved|register or login|^\W*(?:photo|image|video|watch)\b|@\w",
@@ -248,9 +244,9 @@ class ExtractiveBriefEngine:
                 if redundancy >= DUPLICATE_SIMILARITY:
                     continue
                 if any(_same_paragraph(units[i], units[j]) for j in chosen):
-                    if PARAGRAPH_REDUNDANCY >= 1.0 and len(paragraphs) > len(chosen):
-                        continue
-                    redundancy = max(redundancy, PARAGRAPH_REDUNDANCY)
+                    if len(paragraphs) > len(chosen):
+                        continue  # one bullet per paragraph while paragraphs last
+                    redundancy = PARAGRAPH_REDUNDANCY
                 value = MMR_LAMBDA * units[i].score - (1 - MMR_LAMBDA) * redundancy
                 if value > best_value:
                     best, best_value = i, value
@@ -388,8 +384,8 @@ def _coverage(units: list[_Unit], *, cut: bool) -> list[float]:
 
 def _differing_figures(a: str, b: str) -> tuple[str, str] | None:
     """The figures two sentences about the same thing give, when they differ (dates and years aside)."""
-    first = {n for n in numbers_in(_DAY_OF_MONTH.sub(" ", a)) if not 1900 <= n <= 2100}
-    second = {n for n in numbers_in(_DAY_OF_MONTH.sub(" ", b)) if not 1900 <= n <= 2100}
+    first = {n for n in numbers_in(DAY_OF_MONTH.sub(" ", a)) if not 1900 <= n <= 2100}
+    second = {n for n in numbers_in(DAY_OF_MONTH.sub(" ", b)) if not 1900 <= n <= 2100}
     if not first or not second or first & second:
         return None
     if not _counted(a, first) & _counted(b, second):

@@ -22,11 +22,12 @@ from langchain_core.output_parsers import StrOutputParser
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.answer import Citation, EngineName
-from app.answer.llm import MESSAGE_OVERHEAD_TOKENS, LLMEngine, LLMUnavailableError, format_source
+from app.answer.llm import MESSAGE_OVERHEAD_TOKENS, LLMEngine, format_source
 from app.article import Section
 from app.brief import Brief, BriefKind, Bullet, Document, Dropped
 from app.chunk import Chunker
 from app.config import Settings
+from app.errors import MalformedOutputError
 from app.prompts import load_prompt
 from app.retrieve import Passage
 from app.verify import Verifier, best_span
@@ -36,10 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("newsdesk.llm")
 DUPLICATE_SIMILARITY = 0.85
-
-
-class MalformedOutputError(LLMUnavailableError):
-    """The model replied, but not with the JSON brief it was asked for."""
 
 
 class BulletOut(BaseModel):

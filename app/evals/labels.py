@@ -10,13 +10,9 @@ from typing import Any
 
 import yaml
 
-from app.errors import InputError
+from app.errors import LabelError
 
 QUESTION_TYPES = frozenset({"numeric", "who", "where", "what_which", "temporal", "null", "disputed"})
-
-
-class LabelError(InputError):
-    """A labelled-data file or entry that does not follow the documented schema (evals/README.md)."""
 
 
 @dataclass(frozen=True)

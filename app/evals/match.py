@@ -7,24 +7,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from app.answer.extractive import NUMBER_WORDS
+from app.text.dates import MONTH_ABBREVIATIONS
+from app.text.numbers import NUMBER_WORDS
 
 _PUNCT = re.compile(r"[^\w\s]")
 _ARTICLES = frozenset({"a", "an", "the"})
-_MONTHS = {
-    "jan": "january",
-    "feb": "february",
-    "mar": "march",
-    "apr": "april",
-    "jun": "june",
-    "jul": "july",
-    "aug": "august",
-    "sep": "september",
-    "sept": "september",
-    "oct": "october",
-    "nov": "november",
-    "dec": "december",
-}
 
 
 def normalize(text: str) -> str:
@@ -34,7 +21,7 @@ def normalize(text: str) -> str:
     text = re.sub(r"(?<=\d)\.(?!\d)", "", text)
     text = re.sub(r"(?<=\d)\.(?=\d)", "_", text)  # keep decimals whole: "92.7" must not match "92"
     words = [
-        str(NUMBER_WORDS[w]) if w in NUMBER_WORDS else _MONTHS.get(w, w)
+        str(NUMBER_WORDS[w]) if w in NUMBER_WORDS else MONTH_ABBREVIATIONS.get(w, w)
         for w in _PUNCT.sub(" ", text).split()
         if w not in _ARTICLES
     ]

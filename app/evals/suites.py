@@ -31,7 +31,6 @@ from app.embed import Embedder
 from app.errors import InputError
 from app.evals.labels import BriefExpectation, Question, load_brief_expectations, load_questions
 from app.evals.match import contains_any, matched_groups
-from app.ingest import build_ingestor
 from app.parse import parse_file
 from app.retrieve import Filters
 from app.service import Newsdesk
@@ -78,12 +77,13 @@ def scratch_desk(settings: Settings, embedder: Embedder, name: str, inputs: Sequ
         if stale != target:
             shutil.rmtree(stale, ignore_errors=True)
     scratch = settings.model_copy(update={"data_dir": target, "chroma_path": None, "chroma_host": None})
-    if not inputs:
-        return Newsdesk(scratch, embedder)
-    report = build_ingestor(scratch, embedder).ingest_paths(list(inputs), max_bytes=settings.max_file_bytes)
-    if report.errors:
-        raise InputError(f"{name}: {len(report.errors)} input(s) could not be read, first: {report.errors[0]}")
-    return Newsdesk(scratch, embedder)
+    desk = Newsdesk(scratch, embedder=embedder)
+    if inputs:
+        report = desk.ingest_paths(list(inputs))
+        if report.errors:
+            desk.close()
+            raise InputError(f"{name}: {len(report.errors)} input(s) could not be read, first: {report.errors[0]}")
+    return desk
 
 
 # -- questions ---------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def run_questions(
         evidence = set(q.evidence_article_ids)
         rank = None
         if evidence:
-            passages = desk.retriever.retrieve(q.question, k, filters)
+            passages = desk.search(q.question, k, filters)
             rank = next((i for i, p in enumerate(passages, 1) if p.article_id in evidence), None)
         started = time.perf_counter()
         answer = desk.ask(q.question, engine=engine, filters=filters)
@@ -197,9 +197,8 @@ def by_type(cases: Sequence[Case]) -> dict[str, dict[str, float]]:
 
 
 def brief_of(desk: Newsdesk, documents: list[Document], bullets: int, engine: EngineName) -> Brief:
-    chosen = desk.extractive_brief if engine == "extractive" else desk.llm_brief
     subject = documents[0].article.id
-    return chosen.brief(documents, bullets=bullets, kind="article", subject=subject)
+    return desk.brief_documents(documents, bullets=bullets, kind="article", subject=subject, engine=engine)
 
 
 def grounding(briefs: Iterable[Brief]) -> float:
