@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from langchain_core.embeddings import Embeddings
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from app.api import create_app
 from app.api.metrics import Metrics
@@ -23,7 +25,7 @@ from app.embed import Embedder
 from app.errors import StoreError
 from app.service import Newsdesk
 
-from .conftest import free_port, running_server
+from .conftest import REPO, free_port, running_server
 from .live_service import HOSTILE_ARTICLE, live_server
 
 pytestmark = pytest.mark.slow
@@ -392,6 +394,24 @@ def test_store_failures_are_503_without_internals(client: TestClient, monkeypatc
     error = error_of(response)
     assert error["message"] == "the article store is unavailable; try again shortly (details are in the server log)"
     assert "secret-host" not in response.text
+
+
+def test_a_broken_prompt_file_is_a_server_error_logged_not_a_client_error(
+    tmp_path: Path, embedder: Embedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompts = tmp_path / "prompts"
+    shutil.copytree(REPO / "prompts", prompts)
+    (prompts / "answer.toml").write_text("system = 'unclosed", encoding="utf-8")
+    settings = Settings(data_dir=tmp_path, prompts_dir=prompts, seed_corpus=False, rate_limit_per_minute=0)
+    with TestClient(create_app(settings, embedder=embedder, llm=FakeListChatModel(responses=["x"]))) as broken:
+        response = broken.post("/v1/ask", json={"question": "Who won?", "engine": "llm"})
+    assert response.status_code == 500
+    assert error_of(response) == {
+        "message": "the server is misconfigured; details are in the server log",
+        "type": "server_error",
+        "code": "misconfigured",
+    }
+    assert "PromptError: prompt 'answer'" in caplog.text and "not valid TOML" in caplog.text
 
 
 def test_unexpected_failures_are_a_bare_500(

@@ -48,6 +48,7 @@ def test_ingest_list_show_search_delete_stats(tmp_path: Path) -> None:
     assert len(hits) == 3
     assert hits[0]["article_id"] == article_id
     assert shown["text"][hits[0]["start"] : hits[0]["end"]] == hits[0]["text"]
+    assert hits[0]["dense_rank"] and hits[0]["lexical_rank"], "hybrid, as GET /v1/search"
 
     again = json.loads(run(["ingest", str(tmp_path / "corpus"), "--json"], data).stdout)
     assert (again["unchanged"], again["added"], again["chunks_embedded"]) == (4, 0, 0)
@@ -56,7 +57,7 @@ def test_ingest_list_show_search_delete_stats(tmp_path: Path) -> None:
     stats = json.loads(run(["stats", "--json"], data).stdout)
     assert stats["articles"] == 3 and stats["mode"] == "embedded"
     missing = run(["show", article_id], data)
-    assert missing.returncode == 1 and f"no article with id '{article_id}'" in missing.stderr
+    assert missing.returncode == 1 and f"no article with id '{article_id}' (see 'newsdesk articles')" in missing.stderr
     assert "Traceback" not in missing.stderr
 
 
