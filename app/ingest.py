@@ -1,9 +1,9 @@
 """Ingest: files -> articles -> chunks -> vectors -> store, idempotent and crash-safe.
 
 Per article: skip when the live version has the same fingerprint (no model call);
-otherwise write the chunks that are not stored yet, commit the registry record, then
-delete the previous version's chunks. A killed run is finished by the next one, which
-reuses every chunk already written.
+otherwise write the chunks and sentence vectors that are not stored yet, commit the
+registry record, then delete the previous version's records. A killed run is finished
+by the next one, which reuses every chunk and sentence vector already written.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from app.config import Settings
 from app.embed import Embedder
 from app.errors import ParseError
 from app.parse import Format, discover, parse_file
-from app.store import ArticleRecord, ArticleVersion, Store, chunk_id
+from app.store import ArticleRecord, ArticleVersion, Store, chunk_id, sentence_id
+from app.text.sentences import answer_sentences
 
 log = logging.getLogger("newsdesk.ingest")
 
@@ -40,7 +41,7 @@ class IngestReport:
     unchanged: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
-    sentences_embedded: int = 0  # always 0 (sentences are no longer embedded); app/cli.py still prints it
+    sentences_embedded: int = 0
     errors: list[ParseError] = field(default_factory=list)
     seconds: float = 0.0
     embedding_seconds: float = 0.0
@@ -140,14 +141,20 @@ class Ingestor:
         wanted = {chunk_id(v.article.id, v.fingerprint, c.index): (v.article, c) for v in pending for c in v.chunks}
         stored = self.store.existing_chunk_ids(list(wanted))
         missing = [cid for cid in wanted if cid not in stored]
+        sentences = self._missing_sentences(pending)
+        texts = [_embedding_text(*wanted[cid]) for cid in missing] + [text for _, _, text in sentences]
         embed_started = time.perf_counter()
-        vectors = self.embedder.embed_documents([embedding_text(*wanted[cid]) for cid in missing])
+        vectors = self.embedder.embed_documents(texts)  # one model call: chunks and sentences batch together
         report.embedding_seconds += time.perf_counter() - embed_started
         report.chunks_embedded += len(missing)
         report.chunks_reused += len(stored)
+        report.sentences_embedded += len(sentences)
 
         replacing = {v.article.id for v in pending if v.article.id in previous}
-        self.store.write_chunks(pending, dict(zip(missing, vectors, strict=True)))
+        self.store.write_chunks(pending, dict(zip(missing, vectors[: len(missing)], strict=True)))
+        self.store.write_sentences(
+            [(sid, fingerprint[0], fingerprint[1]) for sid, fingerprint, _ in sentences], vectors[len(missing) :]
+        )
         self.store.commit(pending, replacing)
         for version in pending:
             article = version.article
@@ -161,6 +168,16 @@ class Ingestor:
             if progress:
                 progress.advance(1, len(version.chunks))
 
+    def _missing_sentences(self, pending: Sequence[ArticleVersion]) -> list[tuple[str, tuple[str, str], str]]:
+        """(sentence id, (article id, fingerprint), text) of the sentences not stored yet, once each."""
+        found = {
+            sid: ((version.article.id, version.fingerprint), text)
+            for version in pending
+            for sid, text in version_sentences(version).items()
+        }
+        stored = self.store.existing_sentence_ids(list(found))
+        return [(sid, key, text) for sid, (key, text) in found.items() if sid not in stored]
+
     def _drop_earlier_version_of_file(self, article: Article) -> None:
         """A file with no id or URL gets a content-hash id; when it is edited, the
         article stored from the same file is the old version and goes."""
@@ -172,6 +189,16 @@ class Ingestor:
                 log.info("replaced %s by %s (same file %s)", record.id, article.id, article.origin)
 
 
-def embedding_text(article: Article, chunk: Chunk) -> str:
-    """What is embedded for a chunk: the article title, then the chunk text."""
+def version_sentences(version: ArticleVersion) -> dict[str, str]:
+    """Sentence id -> text of the answer sentences in a version's chunks; a sentence in the
+    overlap of two chunks has one id, so it appears once."""
+    found: dict[str, str] = {}
+    for chunk in version.chunks:
+        cid = chunk_id(version.article.id, version.fingerprint, chunk.index)
+        for sentence in answer_sentences(chunk.text):
+            found.setdefault(sentence_id(cid, chunk.start + sentence.start), sentence.text)
+    return found
+
+
+def _embedding_text(article: Article, chunk: Chunk) -> str:
     return f"{article.title}\n{chunk.text}" if article.title else chunk.text

@@ -1,9 +1,11 @@
 """Stage 3b: chunks and their vectors in Chroma, plus a registry of live article versions.
 
-Collections: ``<name>`` holds chunks (vector, text, metadata); ``<name>-articles`` holds one
-record per article (full text and fields, the fingerprint of its live version); ``<name>-meta``
-holds the generation token. The registry record is the commit point of an ingest: chunks are
-written first, then the registry, then stale chunks of the previous version are deleted.
+Three collections: ``<name>`` holds chunks (vector, text, metadata); ``<name>-sentences``
+holds the vector of every sentence of every chunk, so answering a question embeds only
+the question; ``<name>-articles`` holds one record per article (full text and fields, the
+fingerprint of its live version). The registry record is the commit point of an ingest:
+chunks and sentences are written first, then the registry, then stale records of the
+previous version are deleted.
 Queries drop chunks whose fingerprint is not the live one, so a crash at any step
 leaves search showing either the old version or the new one, never a mix.
 """
@@ -11,7 +13,6 @@ leaves search showing either the old version or the new one, never a mix.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 import uuid
@@ -36,8 +37,6 @@ from app.errors import EmbeddingMismatchError, NotFoundError, StoreError
 
 if TYPE_CHECKING:
     from app.embed import Embedder
-
-log = logging.getLogger("newsdesk.store")
 
 SCHEMA_VERSION = 1
 # File times tick coarsely (a few ms): a generation read is reused only if the database file was
@@ -114,9 +113,10 @@ def connect(settings: Settings) -> ClientAPI:
 
 
 class Store:
-    def __init__(self, client: ClientAPI, name: str, embedder: Embedder | None) -> None:
+    def __init__(self, client: ClientAPI, name: str, embedder: Embedder | None, sentences: bool = True) -> None:
         """Open (or, with an embedder, create) the collections. Without an embedder the
-        store is read-only: listing and showing articles need no model."""
+        store is read-only: listing and showing articles need no model. With ``sentences``
+        false, sentence vectors are neither read nor written (answers embed sentences)."""
         self.client = client
         self.name = name
         self.dimension = 0
@@ -128,6 +128,7 @@ class Store:
                 self._chunks = self._existing(name)
                 self._registry = self._existing(f"{name}-articles")
                 self._meta = self._existing(f"{name}-meta")
+                self._sentences = self._existing(f"{name}-sentences")
                 return
             self._chunks = self._existing(name)
             if self._chunks is None:  # a new collection records the model that fills it
@@ -143,6 +144,11 @@ class Store:
                 )
             self._registry = client.get_or_create_collection(f"{name}-articles", embedding_function=None)
             self._meta = client.get_or_create_collection(f"{name}-meta", embedding_function=None)
+            self._sentences = client.get_or_create_collection(
+                f"{name}-sentences", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+            )
+            if not sentences:
+                self._sentences = None
         recorded = self._chunks.metadata or {}
         self.dimension = int(recorded.get("embedding_dim", 0))
         if recorded.get("embedding_model") != embedder.name:
@@ -151,22 +157,10 @@ class Store:
                 f"({self.dimension} dims) but the settings ask for {embedder.name}; "
                 "use another NEWSDESK_COLLECTION, or the model the collection was built with"
             )
-        self._drop_legacy_sentences()
 
     @classmethod
     def open(cls, settings: Settings, embedder: Embedder | None = None) -> Store:
         return cls(connect(settings), settings.collection, embedder)
-
-    def _drop_legacy_sentences(self) -> None:
-        """Older versions stored a vector per sentence in ``<name>-sentences``; nothing
-        reads it any more, so a writable open deletes it once."""
-        legacy = f"{self.name}-sentences"
-        with chroma_errors(f"deleting the collection '{legacy}'"):
-            try:
-                self.client.delete_collection(legacy)
-            except chromadb.errors.NotFoundError:
-                return
-        log.warning("deleted the unused sentence-vector collection '%s' (left by an older version)", legacy)
 
     def _existing(self, name: str) -> Collection | None:
         try:
@@ -296,6 +290,18 @@ class Store:
             for i, m, d in zip(got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True)
         ]
 
+    def sentence_vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
+        """Stored vectors of these sentences (see ``sentence_id``); ids not stored are left out."""
+        if not ids or self._sentences is None:
+            return {}
+        with chroma_errors("reading sentence vectors"):
+            got = self._sentences.get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
+        vectors = got["embeddings"] if got["embeddings"] is not None else []
+        return {i: [float(x) for x in v] for i, v in zip(got["ids"], vectors, strict=True)}
+
+    def existing_sentence_ids(self, ids: Sequence[str]) -> set[str]:
+        return _existing_ids(self._sentences, ids, "reading sentences")
+
     def existing_chunk_ids(self, ids: Sequence[str]) -> set[str]:
         return _existing_ids(self._chunks, ids, "reading chunks")
 
@@ -304,6 +310,12 @@ class Store:
             return 0
         with chroma_errors("counting chunks"):
             return self._chunks.count()
+
+    def sentence_count(self) -> int:
+        if self._sentences is None:
+            return 0
+        with chroma_errors("counting sentences"):
+            return self._sentences.count()
 
     def article_count(self) -> int:
         if self._registry is None:
@@ -381,6 +393,20 @@ class Store:
                     metadatas=metadatas[offset : offset + step],
                 )
 
+    def write_sentences(self, sentences: Sequence[tuple[str, str, str]], vectors: Sequence[list[float]]) -> None:
+        """Upsert sentence vectors: ``sentences`` are (sentence id, article id, fingerprint)."""
+        if not sentences or self._sentences is None:
+            return
+        step = self.client.get_max_batch_size()
+        with chroma_errors("writing sentence vectors"):
+            for offset in range(0, len(sentences), step):
+                batch = sentences[offset : offset + step]
+                self._sentences.upsert(
+                    ids=[i for i, _, _ in batch],
+                    embeddings=np.asarray(vectors[offset : offset + step], dtype=np.float32),
+                    metadatas=[{"article_id": a, "fingerprint": f} for _, a, f in batch],
+                )
+
     def commit(self, versions: Sequence[ArticleVersion], replacing: set[str]) -> None:
         """Make these versions the live ones: the commit point of an ingest. Articles in
         ``replacing`` are marked for cleanup until their old chunks are deleted."""
@@ -414,6 +440,8 @@ class Store:
         with chroma_errors("deleting stale chunks"):
             stale = cast(Where, {"$and": [{"article_id": article_id}, {"fingerprint": {"$ne": live_fingerprint}}]})
             self.chunks.delete(where=stale)
+            if self._sentences is not None:
+                self._sentences.delete(where=stale)
             self.registry.update(ids=[article_id], metadatas=[{"needs_cleanup": False}])
 
     def delete_article(self, article_id: str) -> None:
@@ -425,6 +453,8 @@ class Store:
         self._bump_generation()
         with chroma_errors("deleting an article"):
             self.chunks.delete(where={"article_id": article_id})
+            if self._sentences is not None:
+                self._sentences.delete(where={"article_id": article_id})
 
 
 def _existing_ids(collection: Collection | None, ids: Sequence[str], action: str) -> set[str]:
@@ -436,6 +466,11 @@ def _existing_ids(collection: Collection | None, ids: Sequence[str], action: str
 
 def chunk_id(article_id: str, fingerprint: str, index: int) -> str:
     return f"{article_id}:{fingerprint[:12]}:{index:04d}"
+
+
+def sentence_id(chunk_id_: str, start: int) -> str:
+    """The sentence starting at ``start`` in the article version that ``chunk_id_`` belongs to."""
+    return f"{chunk_id_.rsplit(':', 1)[0]}:s{start}"
 
 
 def _chunk_metadata(article: Article, fingerprint: str, chunk: Chunk) -> Metadata:

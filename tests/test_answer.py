@@ -23,7 +23,7 @@ from app.retrieve import Filters
 from app.service import Newsdesk
 from app.store import Store
 
-from .conftest import CORPUS, free_port, make_ingestor
+from .conftest import CORPUS, CountingEmbeddings, free_port, make_ingestor
 
 pytestmark = pytest.mark.slow
 
@@ -188,6 +188,42 @@ def test_extractive_engine_never_invents_text(desk: Newsdesk) -> None:
     for question in ("Who is the new German chancellor?", "How much was Apple fined?", "When did Starliner return?"):
         answer = engine.answer(question, desk.retriever.retrieve(question, k=8))
         assert quotes_are_verbatim(desk, answer.citations)
+
+
+def test_answer_embeds_only_the_question_when_sentence_vectors_are_stored(desk: Newsdesk) -> None:
+    question = "How many drones did Ukraine say it shot down?"
+    passages = desk.retriever.retrieve(question, k=8)
+    counting = CountingEmbeddings(desk.embedder)
+    stored = ExtractiveEngine(Embedder(desk.embedder.name, counting), desk.lexical, desk.store)  # type: ignore[arg-type]
+    answer = stored.answer(question, passages)
+    assert counting.texts == [question], "candidate sentences come from the store, not the model"
+    counting.texts.clear()
+    unstored = ExtractiveEngine(Embedder(desk.embedder.name, counting), desk.lexical)  # type: ignore[arg-type]
+    again = unstored.answer(question, passages)
+    assert len(counting.texts) > 1, "without stored vectors the candidates are embedded"
+    assert again.answer == answer.answer, "stored vectors are the vectors the model gives"
+
+
+def test_sentence_vectors_follow_the_live_version_and_deletion(tmp_path: Path, embedder: Embedder) -> None:
+    settings = Settings(data_dir=tmp_path)
+    source = CORPUS / "2025-02-24-germany-election-merz.txt"
+    path = tmp_path / "merz.txt"
+    path.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    ingestor = make_ingestor(settings, embedder)
+    report = ingestor.ingest_paths([path], max_bytes=10**6)
+    store = Store.open(settings, embedder)
+    assert report.sentences_embedded > 10
+    sentences = store._sentences
+    assert sentences is not None and sentences.count() == report.sentences_embedded
+
+    path.write_text(source.read_text(encoding="utf-8") + "\nA closing sentence was added to the article later.\n")
+    make_ingestor(settings, embedder).ingest_paths([path], max_bytes=10**6)
+    live = store.list_articles()[0]
+    fingerprints = {m["fingerprint"] for m in sentences.get(include=["metadatas"])["metadatas"] or []}
+    assert fingerprints == {live.fingerprint}, "the previous version's sentences are gone"
+
+    store.delete_article(live.id)
+    assert sentences.count() == 0
 
 
 def test_merged_lexical_segments_equal_a_fresh_index(

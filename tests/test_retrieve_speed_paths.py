@@ -13,8 +13,9 @@ import pytest
 import app.store as store_module
 from app.config import Settings
 from app.embed import Embedder
+from app.ingest import Ingestor
 from app.service import Newsdesk
-from app.store import Store
+from app.store import Store, connect
 
 from .conftest import CORPUS, CountingEmbeddings, make_ingestor
 from .test_store import ORCHARD, PORT
@@ -119,3 +120,13 @@ def test_dense_leg_from_the_lexical_index_equals_the_store_query(settings: Setti
     port = next(h for h in live if h.article_id == "port-1")
     assert port.text == changed.text[port.start : port.end] and "Friday" in port.text
     assert fields(desk.lexical.indexed_chunks(new)) == fields(desk.store.query(vector, 2))
+
+
+def test_a_store_opened_without_sentences_writes_none(tmp_path: Path, embedder: Embedder) -> None:
+    settings = Settings(data_dir=tmp_path)
+    store = Store(connect(settings), settings.collection, embedder, sentences=False)
+    Ingestor(store, embedder, make_ingestor(settings, embedder).chunker).ingest([PORT])
+    assert store.chunk_count() == 1
+    assert Store.open(settings, embedder).sentence_count() == 0
+    make_ingestor(settings, embedder).ingest([ORCHARD])
+    assert Store.open(settings, embedder).sentence_count() > 0

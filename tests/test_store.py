@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 
 import pytest
@@ -11,10 +10,10 @@ from app.article import Article, Section
 from app.config import Settings
 from app.embed import Embedder
 from app.errors import EmbeddingMismatchError, NotFoundError
-from app.ingest import Ingestor, embedding_text
-from app.store import Store, connect
+from app.ingest import Ingestor
+from app.store import Store
 
-from .conftest import CountingEmbeddings, make_ingestor
+from .conftest import make_ingestor
 
 pytestmark = pytest.mark.slow
 
@@ -164,45 +163,3 @@ def test_crash_at_any_step_never_shows_a_mix_and_next_run_finishes(
     assert len(metas) == len({(m["article_id"], m["chunk_index"]) for m in metas}), "no duplicates"
     if crash_at in ("after_chunks", "before_commit"):
         assert report.chunks_reused >= 1, "chunks written before the crash are not embedded again"
-
-
-def test_ingest_embeds_each_chunk_text_once_and_nothing_else(settings: Settings, embedder: Embedder) -> None:
-    long_text = " ".join(f"Update {i}: the port handled {i * 100} containers today." for i in range(60))
-    long = news("port-2", long_text, title="Port figures")
-    counting = CountingEmbeddings(embedder)
-    counted = Embedder(embedder.name, counting, embedder.dimension)  # type: ignore[arg-type]
-    ingestor = make_ingestor(settings, counted)
-    report = ingestor.ingest([PORT, ORCHARD, long])
-    expected = [embedding_text(a, c) for a in (PORT, ORCHARD, long) for c in ingestor.chunker.chunk(a)]
-    assert len(expected) > 3 and len(set(expected)) == len(expected)
-    assert sorted(counting.texts) == sorted(expected), "every chunk (title + text) once, no sentences"
-    assert report.chunks_embedded == len(expected) == ingestor.store.chunk_count()
-    names = {c.name for c in ingestor.store.client.list_collections()}
-    assert f"{settings.collection}-sentences" not in names
-
-    counting.texts.clear()
-    make_ingestor(settings, counted).ingest([PORT, ORCHARD, long])
-    assert counting.texts == [], "an unchanged re-ingest makes no model call"
-
-
-def test_a_legacy_sentence_collection_is_deleted_when_opened_writable(
-    settings: Settings, embedder: Embedder, caplog: pytest.LogCaptureFixture
-) -> None:
-    make_ingestor(settings, embedder).ingest([PORT, ORCHARD])
-    client = connect(settings)
-    legacy = f"{settings.collection}-sentences"
-    old = client.create_collection(legacy, embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
-    old.add(ids=["port-1:abc:s0"], embeddings=[[0.1] * embedder.dimension], metadatas=[{"article_id": "port-1"}])
-
-    Store.open(settings)  # read-only: touches nothing
-    assert legacy in {c.name for c in client.list_collections()}
-    with caplog.at_level(logging.INFO, logger="newsdesk.store"):
-        store = Store.open(settings, embedder)
-        Store.open(settings, embedder)
-    assert legacy not in {c.name for c in client.list_collections()}
-    assert [r.message for r in caplog.records if legacy in r.message] == [
-        f"deleted the unused sentence-vector collection '{legacy}' (left by an older version)"
-    ], "one line, on the first writable open only"
-    assert store.chunk_count() == 2 and {r.id for r in store.list_articles()} == {"port-1", "orchard-1"}
-    hits = store.query(embedder.embed_query("how many ships were diverted by the strike"), k=2)
-    assert hits[0].article_id == "port-1" and PORT.text[hits[0].start : hits[0].end] == hits[0].text

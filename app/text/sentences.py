@@ -46,6 +46,12 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[S
     return sentences
 
 
+def answer_sentences(text: str) -> list[Sentence]:
+    """The sentences of a chunk that can answer a question (``MIN_ANSWER_WORDS`` words or more):
+    their vectors are stored at ingest, and the extractive engine picks among them."""
+    return [s for s in split_sentences(text) if len(s.text.split()) >= MIN_ANSWER_WORDS]
+
+
 def _paragraphs(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
     cursor = start
     for match in re.finditer(r"\n", text[start:end]):
