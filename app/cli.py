@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +32,7 @@ from rich.text import Text
 
 from app.answer import Answer, EngineName, Turn
 from app.brief import Brief
-from app.config import EVALS_DIR, Settings
+from app.config import EVALS_DIR, LOCAL_EMBEDDING_MODEL, Settings
 from app.embed import build_embedder
 from app.errors import NewsdeskError, NotFoundError
 from app.ingest import IngestReport
@@ -343,6 +345,87 @@ def serve(
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
 
 
+@contextmanager
+def _stage_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A bar per named stage; yields ``advance(stage, done, total)``."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    ) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def advance(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        yield advance
+
+
+train = typer.Typer(help="Train the learned components from the shared training data.", no_args_is_help=True)
+cli.add_typer(train, name="train")
+
+
+@train.command("reader")
+def train_reader(
+    data: Annotated[
+        Path | None, typer.Option(help="realtimeqa_train/ folder (default: NEWSDESK_EVAL_DATA_DIR/realtimeqa_train).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Where the weights go (default: NEWSDESK_READER_DIR).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Passes over the training questions.")] = None,
+    max_questions: Annotated[
+        int | None, typer.Option(min=1, help="Use only this many questions per split (a quick check).")
+    ] = None,
+) -> None:
+    """Fine-tune the reader (a cross-encoder) from the bundled MiniLM; print the validation figures."""
+    from app.embed import local_model_dir
+    from app.train import TrainingConfig, build_reader
+
+    settings = _settings()
+    config = TrainingConfig()
+    overrides = {"epochs": epochs, "max_questions": max_questions}
+    config = TrainingConfig(**{**asdict(config), **{k: v for k, v in overrides.items() if v is not None}})
+    embedder = build_embedder(settings.model_copy(update={"embedding_provider": "local"}))
+    with _stage_progress() as advance:
+        result = build_reader(
+            data or settings.eval_data_dir / "realtimeqa_train",
+            output or settings.reader_dir,
+            local_model_dir(LOCAL_EMBEDDING_MODEL),
+            embedder.embed_documents,
+            config,
+            advance,
+        )
+    table = Table(title=f"validation: {config.validation_year} questions (top-1 over each shortlist)")
+    for column in ("scorer", "top-1", "top-1 where reachable"):
+        table.add_column(column, justify="left" if column == "scorer" else "right")
+    for scorer, figures in result["figures"].items():
+        table.add_row(scorer, f"{figures['top1']:.3f}", f"{figures['top1_reachable']:.3f}")
+    out.print(table)
+    out.print(f"trained in {result['seconds']:.0f} s on {result['counts']}; weights in {output or settings.reader_dir}")
+
+
+@train.command("validation")
+def train_validation(
+    output: Annotated[Path, typer.Argument(help="Folder for questions.jsonl, questions_null.jsonl, articles.jsonl.")],
+    data: Annotated[
+        Path | None, typer.Option(help="realtimeqa_train/ folder (default: NEWSDESK_EVAL_DATA_DIR/realtimeqa_train).")
+    ] = None,
+) -> None:
+    """Write the engine-level validation set (the validation year's July-December quizzes) for
+    `newsdesk evals questions --questions ... --articles ...`."""
+    from app.train import TrainingConfig, write_validation_set
+
+    settings = _settings()
+    counts = write_validation_set(data or settings.eval_data_dir / "realtimeqa_train", output, TrainingConfig())
+    out.print(f"{counts} in {output}")
+    files = " ".join(f"--questions {output / name}" for name in ("questions.jsonl", "questions_null.jsonl"))
+    out.print(f"score it: newsdesk evals questions {files} --articles {output / 'articles.jsonl'}")
+
+
 @cli.command()
 def evals(
     suites: Annotated[
@@ -372,16 +455,7 @@ def evals(
     minimums = load_thresholds(thresholds)
     options = EvalOptions(engine=chosen, questions=tuple(questions or ()), articles=articles, as_of=as_of)
     embedder = build_embedder(settings)
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
-    ) as progress:
-        tasks: dict[str, TaskID] = {}
-
-        def advance(suite: str, done: int, total: int) -> None:
-            if suite not in tasks:
-                tasks[suite] = progress.add_task(suite, total=total)
-            progress.update(tasks[suite], completed=done, total=total)
-
+    with _stage_progress() as advance:
         results = run_suites(suites or [], settings, embedder, options, advance)
     found = breaches(results, minimums)
     for result in results:

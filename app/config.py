@@ -13,6 +13,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROMPTS_DIR = PROJECT_ROOT / "prompts"
 CORPUS_DIR = PROJECT_ROOT / "corpus"
 EVALS_DIR = PROJECT_ROOT / "evals"
+READER_DIR = PROJECT_ROOT / "models" / "reader"
 
 
 class Settings(BaseSettings):
@@ -37,6 +38,12 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(200, ge=32, le=8192, description="Target chunk size in tokens.")
     chunk_overlap_tokens: int = Field(40, ge=0, description="Tokens of whole sentences repeated between chunks.")
 
+    reader: Literal["heuristic", "learned"] = Field(
+        "heuristic",
+        description="How the extractive engine picks its sentences: heuristic (embedding similarity and "
+        "hand-weighted cues) or learned (the cross-encoder that `newsdesk train reader` builds).",
+    )
+    reader_dir: Path = Field(READER_DIR, description="The learned reader's weights (newsdesk train reader).")
     top_k: int = Field(8, ge=1, le=100, description="Passages retrieved per question.")
     engine: Literal["auto", "extractive", "llm"] = Field(
         "auto", description="auto: the LLM engine when NEWSDESK_LLM_BASE_URL or NEWSDESK_LLM_API_KEY is set."

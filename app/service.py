@@ -36,6 +36,7 @@ from app.errors import InputError, LLMUnavailableError, NotConfiguredError
 from app.ingest import IngestProgress, IngestReport, build_ingestor
 from app.lexical import LexicalIndex
 from app.parse import Format
+from app.reader import build_reader
 from app.retrieve import Filters, Passage, Retriever
 from app.store import ArticleRecord, Store
 from app.verify import Verifier, check_answer
@@ -117,7 +118,8 @@ class Newsdesk:
         self.retriever = Retriever(self.store, self.lexical, self.embedder)
         self.ingestor = build_ingestor(settings, self.embedder, self.store)
         self.verifier = Verifier(self.embedder)
-        self.extractive = ExtractiveEngine(self.embedder, self.lexical, self.store)
+        self.reader = build_reader(settings)
+        self.extractive = ExtractiveEngine(self.embedder, self.lexical, self.store, self.reader)
         self.extractive_brief = ExtractiveBriefEngine(
             self.embedder,
             self.verifier,
@@ -378,8 +380,10 @@ class Newsdesk:
         )
 
     def warm_up(self) -> None:
-        """Load the embedding model and the lexical index now, not on the first question."""
+        """Load the models and the lexical index now, not on the first question."""
         self.embedder.embed_query("warm-up")
+        if self.reader is not None:
+            self.reader.load()
         self.lexical.sync()
 
     def close(self) -> None:

@@ -1,0 +1,86 @@
+"""The learned reader: the bundled weights load offline and read as expected, the training
+command runs end to end, the setting switches scorers, and bad weights give a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.embed import Embedder
+from app.errors import ConfigError
+from app.reader import LearnedReader, build_reader
+from app.service import Newsdesk
+from app.train import TrainingConfig
+
+from .conftest import CORPUS, make_ingestor
+
+TRAIN_FIXTURE = Path(__file__).parent / "data" / "reader_train"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`newsdesk train reader` run for real on a tiny fixture of our own (4 training questions, 2 to validate)."""
+    target = tmp_path_factory.mktemp("reader")
+    environment = {**os.environ, "NEWSDESK_DATA_DIR": str(target / "data"), "COLUMNS": "200"}
+    command = [sys.executable, "-m", "app", "train", "reader", "--data", str(TRAIN_FIXTURE), "--output", str(target)]
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600, check=False)
+    return target, done
+
+
+@pytest.mark.slow
+def test_the_training_command_runs_end_to_end_on_a_tiny_fixture(
+    trained: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    target, done = trained
+    assert done.returncode == 0, done.stderr
+    assert "training" in done.stderr and "validating" in done.stderr, "progress bars"
+    assert "reader" in done.stdout and "cosine" in done.stdout, "the validation figures"
+    card = (target / "README.md").read_text()
+    assert "newsdesk train reader" in card and "sha256" in card
+    assert '"train_questions": 4' in card and '"validation_questions": 2' in card
+    assert json.loads((target / "config.json").read_text())["num_hidden_layers"] == TrainingConfig().layers
+    assert (target / "model.safetensors").stat().st_size < 50_000_000, "fp16 weights"
+
+
+@pytest.mark.slow
+def test_trained_weights_load_offline_and_score(trained: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    reader = LearnedReader(trained[0])
+    scores = reader.score("Who chairs the Federal Reserve?", ["Jerome Powell chairs the Fed.", "Stocks fell."])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+    assert reader.score("Who chairs the Federal Reserve?", []) == []
+
+
+def test_missing_weights_say_how_to_rebuild(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="newsdesk train reader"):
+        LearnedReader(tmp_path)
+
+
+def test_damaged_weights_say_how_to_rebuild(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"\x00not a safetensors file" * 10)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"cannot be loaded.*newsdesk train reader"):
+        LearnedReader(tmp_path).load()
+
+
+@pytest.mark.slow
+def test_the_reader_setting_switches_the_scorer(
+    tmp_path: Path, embedder: Embedder, trained: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    assert build_reader(Settings(data_dir=tmp_path)) is None, "the heuristic scorer is the default"
+    settings = Settings(data_dir=tmp_path, reader="learned", reader_dir=trained[0])
+    make_ingestor(settings, embedder).ingest_paths([CORPUS / "2024-12-18-fed-rate-cut.txt"], max_bytes=10**7)
+    desk = Newsdesk(settings, embedder=embedder)
+    try:
+        assert isinstance(desk.extractive.reader, LearnedReader)
+        answer = desk.ask("To what range did the Federal Reserve lower its benchmark rate?", engine="extractive")
+        assert answer.citations and all(c.quote in desk.article(c.article_id).text for c in answer.citations)
+    finally:
+        desk.close()
+    with pytest.raises(ConfigError, match="weights are missing"):
+        Newsdesk(Settings(data_dir=tmp_path, reader="learned", reader_dir=tmp_path / "none"), embedder=embedder)
