@@ -7,10 +7,11 @@ Every sentence of the retrieved passages is a candidate, described by:
   "when" that the question does not already contain;
 - retrieval: the rank of the sentence's article among the retrieved ones.
 The candidates with the best coverage are then read with the question:
-- by the learned reader (default): a cross-encoder's logit plus weighted cues. The engine
-  refuses when no candidate's logit reaches a threshold, and says what it did find;
-- or by the heuristic scorer (``NEWSDESK_READER=heuristic``): embedding similarity plus
-  hand-weighted cues, refusing when the best similarity and coverage are too low.
+- by the heuristic scorer (default): embedding similarity (sentence vectors stored at ingest)
+  plus hand-weighted cues, refusing when the best similarity and coverage are too low;
+- or by the learned reader (``NEWSDESK_READER=learned``): a cross-encoder's logit plus weighted
+  cues, refusing when the best logit and coverage are too low.
+Either way a refusal says what the engine did find.
 The best one or two sentences are the answer. When two sentences from different articles
 both answer the question and give different figures, or one disputes the other, both are
 returned with their sources ("Sources differ").
@@ -57,9 +58,9 @@ HEURISTIC_CANDIDATES = 24  # candidates given a meaning score (their vectors are
 
 # The learned reader (app/reader.py). Every number here was chosen on the 2025 validation quizzes
 # (July-December, over their own 1,141 articles: `newsdesk train validation`; the reader was trained on
-# 2022-2024), never on dev. There: accuracy 0.550 (the heuristic scorer 0.477), and 20-24 of 73 null
-# questions refused with 5% of answerable ones (the heuristic: 21 at 3.3%).
-READER_CANDIDATES = 16  # candidates the reader reads, the best by word coverage (24 gained nothing)
+# 2022-2024), never on dev. There: accuracy 0.550 (the heuristic scorer 0.483), and 24 of 73 null
+# questions refused with 5.5% of answerable ones (the heuristic: 21 at 3.0%).
+READER_CANDIDATES = 16  # candidates the reader reads, the best by word coverage (24 did no better)
 LEARNED_WEIGHTS = {"coverage": 1.0, "sentence_coverage": 0.5, "answer_type": 1.0, "article_rank": 0.0}
 # Evidence that a candidate answers: its logit + 2 x its sentence coverage + 4 x its coverage. The engine
 # refuses when the best of each is below the threshold (5% of answerable validation questions refused),
