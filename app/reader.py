@@ -1,8 +1,8 @@
 """The learned reader: a cross-encoder that reads a question and a candidate sentence together
 and scores how well the sentence answers it (a logit; ``sigmoid`` gives a probability).
 
-Fine-tuned from the bundled all-MiniLM-L6-v2 on past news quizzes (``newsdesk train reader``,
-``app/train.py``); the weights ship in ``models/reader/`` with their model card.
+Fine-tuned from the bundled all-MiniLM-L6-v2 on past news quizzes by ``newsdesk train reader``
+(``app/train.py``), which writes the weights and their model card to ``models/reader/``.
 """
 
 from __future__ import annotations
