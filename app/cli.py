@@ -383,7 +383,7 @@ def train_reader(
 ) -> None:
     """Fine-tune the reader (a cross-encoder) from the bundled MiniLM; print the validation figures."""
     from app.embed import local_model_dir
-    from app.train import TrainingConfig, build_reader
+    from app.train import TrainingConfig, train_and_save
 
     settings = _settings()
     config = TrainingConfig()
@@ -391,7 +391,7 @@ def train_reader(
     config = TrainingConfig(**{**asdict(config), **{k: v for k, v in overrides.items() if v is not None}})
     embedder = build_embedder(settings.model_copy(update={"embedding_provider": "local"}))
     with _stage_progress() as advance:
-        result = build_reader(
+        result = train_and_save(
             data or settings.eval_data_dir / "realtimeqa_train",
             output or settings.reader_dir,
             local_model_dir(LOCAL_EMBEDDING_MODEL),

@@ -379,7 +379,7 @@ def timed(function: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - started
 
 
-def build_reader(
+def train_and_save(
     data_dir: Path,
     target: Path,
     base_model: Path,
