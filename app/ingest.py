@@ -89,6 +89,7 @@ class Ingestor:
     def ingest(self, articles: Sequence[Article], *, progress: IngestProgress | None = None) -> IngestReport:
         started = time.perf_counter()
         report = IngestReport()
+        self.store.sweep()  # what an ingest killed since this store was opened left behind
         unique = self._unique(articles, report)
         if progress:
             progress.start(len(unique))

@@ -35,6 +35,7 @@ K1 = 1.2
 B = 0.75
 TITLE_WEIGHT: dict[Kind, float] = {"chunk": 0.4, "article": 2.0}  # a title word counts this many body words
 MAX_SEGMENTS = 8
+LOOKUP_BATCH = 900  # chunk ids per SQL lookup, well under SQLite's limit on query parameters
 LAYOUT = "numpy-bm25/1"
 
 _SCHEMA = """
@@ -372,16 +373,13 @@ class LexicalIndex:
     def indexed_chunks(self, scored: Sequence[tuple[str, float]]) -> list[ChunkHit]:
         """The chunks among these (chunk id, score) that are indexed, i.e. live as of the last
         sync, in the given order: the dense leg's candidates with their text, from this index."""
-        if not scored:
-            return []
+        found: dict[str, Sequence[object]] = {}
         with self._lock:
-            found = {
-                str(r[0]): r
-                for r in self._db.execute(
-                    f"SELECT {_HIT_COLUMNS} FROM doc WHERE chunk_id IN ({','.join('?' * len(scored))})",
-                    [chunk_id for chunk_id, _ in scored],
-                )
-            }
+            for start in range(0, len(scored), LOOKUP_BATCH):
+                batch = [chunk_id for chunk_id, _ in scored[start : start + LOOKUP_BATCH]]
+                marks = ",".join("?" * len(batch))
+                for row in self._db.execute(f"SELECT {_HIT_COLUMNS} FROM doc WHERE chunk_id IN ({marks})", batch):
+                    found[str(row[0])] = row
         return [_hit(found[chunk_id], score) for chunk_id, score in scored if chunk_id in found]
 
     def document_frequency(self, terms: Sequence[str]) -> tuple[dict[str, int], int]:

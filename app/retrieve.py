@@ -103,8 +103,8 @@ class Retriever:
         depth = max(self.candidates, k * 3)
         lexical_filters = LexicalFilters(filters.sources, filters.article_ids, filters.since_ts, filters.until_ts)
         # Chroma gives the nearest chunk ids; the synced lexical index keeps the live ones and has their text.
-        nearest = self.store.nearest(self.embedder.embed_query(question), depth * 2 + 8, where=filters.where())
-        dense = self.lexical.indexed_chunks(nearest)[:depth]
+        vector = self.embedder.embed_query(question)
+        dense = self.store.nearest_kept(vector, depth, self.lexical.indexed_chunks, where=filters.where())
         lexical = self.lexical.search(question, depth, lexical_filters)
         articles = self.lexical.search_articles(question, self.article_depth, lexical_filters)
 

@@ -91,6 +91,8 @@ class Stats:
     embedding_model: str | None
     articles: int
     chunks: int
+    sentences: int
+    orphan_chunks: int  # stored, but of no live version: an ingest in flight, or killed before its commit
 
 
 @dataclass(frozen=True)
@@ -375,8 +377,7 @@ class Newsdesk:
             else str(settings.resolved_chroma_path),
             collection=settings.collection,
             embedding_model=self.store.embedding_model,
-            articles=self.store.article_count(),
-            chunks=self.store.chunk_count(),
+            **vars(self.store.counts()),
         )
 
     def warm_up(self) -> None:

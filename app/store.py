@@ -7,20 +7,27 @@ fingerprint of its live version). The registry record is the commit point of an 
 chunks and sentences are written first, then the registry, then stale records of the
 previous version are deleted.
 Queries drop chunks whose fingerprint is not the live one, so a crash at any step
-leaves search showing either the old version or the new one, never a mix.
+leaves search showing either the old version or the new one, never a mix. Dropping them never
+starves a query: it asks Chroma for more neighbours until enough live ones are found.
+
+Each chunk write first records its versions as pending in ``<name>-meta`` (host, process id,
+time), and the commit removes that record. Opening the store (and starting an ingest) sweeps the
+chunks and sentences of abandoned pending writes: an ingest killed before its commit, an hour ago.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import chromadb
 import chromadb.errors
@@ -38,11 +45,18 @@ from app.errors import EmbeddingMismatchError, NotFoundError, StoreError
 if TYPE_CHECKING:
     from app.embed import Embedder
 
+log = logging.getLogger("newsdesk.store")
+T = TypeVar("T")
 SCHEMA_VERSION = 1
 # File times tick coarsely (a few ms): a generation read is reused only if the database file was
 # last written at least this long before the read began, so a write in the same tick is not missed.
 STAMP_MARGIN_S = 0.05
 REGISTRY_VECTOR = [1.0]  # the registry needs no vectors; Chroma requires one per record
+# The chunks of an ingest killed before its commit are kept this long after its last write, so
+# running it again reuses them; then they are swept. A running ingest rewrites its pending record
+# with every batch it writes, and commits within minutes of its last one.
+PENDING_WRITE_RETENTION_S = 3600.0
+NEAREST_GROWTH = 4  # each retry of a starved nearest-chunk query asks for this many times more
 _ARTICLE_FIELDS = ("title", "source", "url", "published_at", "author", "dateline", "summary", "origin")
 
 
@@ -69,6 +83,37 @@ class ArticleVersion:
     article: Article
     fingerprint: str
     chunks: Sequence[Chunk]
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    """Live data: committed articles and their chunks and sentences. ``orphan_chunks`` are stored
+    chunks of no live version: an ingest writing or killed before its commit, or a replaced version
+    whose chunks are not deleted yet."""
+
+    articles: int
+    chunks: int
+    sentences: int
+    orphan_chunks: int
+
+
+@dataclass(frozen=True)
+class PendingWrite:
+    """A version whose chunks a process is writing, or was when it last wrote, and has not committed."""
+
+    id: str
+    article_id: str
+    fingerprint: str
+    host: str
+    pid: int
+    written_at: float
+
+    def abandoned(self) -> bool:
+        """Not written to for the retention time, by a process that is gone: on this host, one
+        whose id no process has (a reused id keeps it); on another host, any."""
+        if time.time() - self.written_at < PENDING_WRITE_RETENTION_S:
+            return False
+        return self.host != socket.gethostname() or not _process_exists(self.pid)
 
 
 @dataclass(frozen=True)
@@ -157,6 +202,7 @@ class Store:
                 f"({self.dimension} dims) but the settings ask for {embedder.name}; "
                 "use another NEWSDESK_COLLECTION, or the model the collection was built with"
             )
+        self.sweep()
 
     @classmethod
     def open(cls, settings: Settings, embedder: Embedder | None = None) -> Store:
@@ -325,7 +371,7 @@ class Store:
 
     def nearest(self, embedding: list[float], n: int, where: Where | None = None) -> list[tuple[str, float]]:
         """The ids of the ``n`` nearest chunks by cosine similarity, live or not, with their
-        similarity (1 - distance); the caller keeps the live ones (see ``LexicalIndex.indexed_chunks``)."""
+        similarity (1 - distance); see ``nearest_kept`` for the live ones."""
         if self._chunks is None:
             return []
         with chroma_errors("searching"):
@@ -337,34 +383,122 @@ class Store:
             )
         return [(i, 1.0 - float(d)) for i, d in zip(got["ids"][0], (got["distances"] or [[]])[0], strict=True)]
 
+    def nearest_kept(
+        self,
+        embedding: list[float],
+        wanted: int,
+        keep: Callable[[list[tuple[str, float]]], list[T]],
+        where: Where | None = None,
+    ) -> list[T]:
+        """The first ``wanted`` nearest chunks that ``keep`` keeps from a ranked list of (chunk id,
+        similarity): the caller's live chunks (see ``LexicalIndex.indexed_chunks``)."""
+
+        def fetch(n: int) -> tuple[int, list[T]]:
+            nearest = self.nearest(embedding, n, where)
+            return len(nearest), keep(nearest)
+
+        return _until_enough(wanted, fetch)
+
     def query(self, embedding: list[float], k: int, where: Where | None = None) -> list[ChunkHit]:
         """Top-k live chunks by cosine similarity (score = 1 - distance)."""
         if self._chunks is None:
             return []
+        scored = self.nearest_kept(embedding, k, self._live_only, where)
+        if not scored:
+            return []
         with chroma_errors("searching"):
-            got = self._chunks.query(  # Chroma returns fewer than n_results when the collection is smaller
-                query_embeddings=np.asarray([embedding], dtype=np.float32),
-                n_results=k * 2 + 8,
-                where=where,
-                include=["documents", "metadatas", "distances"],
-            )
-        ids = got["ids"][0]
-        metas = (got["metadatas"] or [[]])[0]
-        docs = (got["documents"] or [[]])[0]
-        dists = (got["distances"] or [[]])[0]
-        live = self.records(sorted({str(m["article_id"]) for m in metas}))
-        hits = []
-        for chunk_id, meta, doc, dist in zip(ids, metas, docs, dists, strict=True):
-            record = live.get(str(meta["article_id"]))
-            if record is None or record.fingerprint != meta["fingerprint"]:
-                continue
-            hits.append(_hit(chunk_id, meta, doc or "", 1.0 - float(dist)))
-        return hits[:k]
+            got = self._chunks.get(ids=[i for i, _ in scored], include=["documents", "metadatas"])
+        found = {i: (m, d) for i, m, d in zip(got["ids"], got["metadatas"] or [], got["documents"] or [], strict=True)}
+        return [_hit(i, found[i][0], found[i][1] or "", score) for i, score in scored if i in found]
+
+    def _live_only(self, scored: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """The (chunk id, similarity) pairs of chunks of their article's live version."""
+        live = self.records(sorted({i.rsplit(":", 2)[0] for i, _ in scored}))
+        versions = {_version_key(r.id, r.fingerprint) for r in live.values()}
+        return [(i, score) for i, score in scored if _version_of(i) in versions]
+
+    def counts(self) -> StoreCounts:
+        """Live articles, chunks and sentences; stored chunks of no live version apart."""
+        orphan_chunks: set[str] = set()
+        orphan_sentences: set[str] = set()
+        with chroma_errors("counting orphan chunks"):
+            for version in self._versions_not_live():
+                orphan_chunks.update(self.chunks.get(where=version, include=[])["ids"])
+                if self._sentences is not None:
+                    orphan_sentences.update(self._sentences.get(where=version, include=[])["ids"])
+        return StoreCounts(
+            articles=self.article_count(),
+            chunks=max(self.chunk_count() - len(orphan_chunks), 0),
+            sentences=max(self.sentence_count() - len(orphan_sentences), 0),
+            orphan_chunks=len(orphan_chunks),
+        )
+
+    def _versions_not_live(self) -> list[Where]:
+        """Filters on the chunks of versions that are stored but not live: pending writes, and
+        previous versions of replaced articles not cleaned up yet."""
+        pending = self._pending_writes()
+        live = self._live_of(pending)
+        versions = {(p.article_id, p.fingerprint, "$eq") for p in pending if live.get(p.article_id) != p.fingerprint}
+        if self._registry is not None:
+            with chroma_errors("reading the article registry"):
+                got = self._registry.get(where={"needs_cleanup": True}, include=["metadatas"])
+            for article_id, meta in zip(got["ids"], got["metadatas"] or [], strict=True):
+                versions.add((article_id, str((meta or {}).get("fingerprint", "")), "$ne"))
+        return [_version(article_id, {test: fingerprint}) for article_id, fingerprint, test in versions]
+
+    def _live_of(self, pending: Sequence[PendingWrite]) -> dict[str, str]:
+        """Article id -> live fingerprint, for the articles of these pending writes."""
+        return {i: r.fingerprint for i, r in self.records(sorted({p.article_id for p in pending})).items()}
+
+    def _pending_writes(self) -> list[PendingWrite]:
+        if self._meta is None:
+            return []
+        with chroma_errors("reading pending writes"):
+            got = self._meta.get(where={"kind": "pending"}, include=["metadatas"])
+        return [_pending_write(i, m) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)]
 
     # ---- writes ------------------------------------------------------------------
 
+    def sweep(self) -> int:
+        """Delete the chunks and sentences of abandoned pending writes: ingests that died before their
+        commit (see ``PENDING_WRITE_RETENTION_S``). Returns how many chunks were deleted."""
+        pending = self._pending_writes()
+        if not pending:
+            return 0
+        live = self._live_of(pending)
+        writers: dict[tuple[str, str], list[PendingWrite]] = {}
+        for write in pending:
+            writers.setdefault((write.article_id, write.fingerprint), []).append(write)
+        finished: list[str] = []
+        swept = 0
+        with chroma_errors("sweeping chunks of killed ingests"):
+            for (article_id, fingerprint), writes in writers.items():
+                committed = live.get(article_id) == fingerprint
+                if not committed and not all(w.abandoned() for w in writes):
+                    continue
+                if not committed:
+                    version = _version(article_id, {"$eq": fingerprint})
+                    ids = self.chunks.get(where=version, include=[])["ids"]
+                    if ids:
+                        self.chunks.delete(ids=ids)
+                    if self._sentences is not None:
+                        self._sentences.delete(where=version)
+                    swept += len(ids)
+                    log.info("swept %d chunks of %s, whose ingest died before its commit", len(ids), article_id)
+                finished += [w.id for w in writes]
+            if finished and self._meta is not None:
+                self._meta.delete(ids=finished)
+        return swept
+
     def write_chunks(self, versions: Sequence[ArticleVersion], vectors: dict[str, list[float]]) -> None:
-        """Upsert the chunks that have a vector (the others are stored already), in few calls."""
+        """Record the versions as pending writes, then upsert the chunks that have a vector (the
+        others are stored already), in few calls."""
+        wrong = {len(v) for v in vectors.values()} - {self.dimension}
+        if wrong:
+            raise EmbeddingMismatchError(
+                f"collection '{self.name}' holds {self.dimension}-dim vectors; the model gave {wrong.pop()} dims"
+            )
+        self._mark_pending(versions)
         ids: list[str] = []
         documents: list[str] = []
         metadatas: list[Metadata] = []
@@ -377,11 +511,6 @@ class Store:
                     metadatas.append(_chunk_metadata(version.article, version.fingerprint, chunk))
         if not ids:
             return
-        wrong = {len(vectors[i]) for i in ids} - {self.dimension}
-        if wrong:
-            raise EmbeddingMismatchError(
-                f"collection '{self.name}' holds {self.dimension}-dim vectors; the model gave {wrong.pop()} dims"
-            )
         step = self.client.get_max_batch_size()
         with chroma_errors("writing chunks"):
             for offset in range(0, len(ids), step):
@@ -435,10 +564,34 @@ class Store:
                 metadatas=metadatas,
             )
         self._bump_generation()
+        if self._meta is not None:
+            with chroma_errors("committing articles"):
+                self._meta.delete(ids=[_pending_id(v.article.id, v.fingerprint) for v in versions])
+
+    def _mark_pending(self, versions: Sequence[ArticleVersion]) -> None:
+        if not versions or self._meta is None:
+            return
+        now = time.time()
+        with chroma_errors("recording pending writes"):
+            self._meta.upsert(
+                ids=[_pending_id(v.article.id, v.fingerprint) for v in versions],
+                embeddings=np.asarray([REGISTRY_VECTOR] * len(versions)),
+                metadatas=[
+                    {
+                        "kind": "pending",
+                        "article_id": v.article.id,
+                        "fingerprint": v.fingerprint,
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "written_at": now,
+                    }
+                    for v in versions
+                ],
+            )
 
     def delete_stale_chunks(self, article_id: str, live_fingerprint: str) -> None:
         with chroma_errors("deleting stale chunks"):
-            stale = cast(Where, {"$and": [{"article_id": article_id}, {"fingerprint": {"$ne": live_fingerprint}}]})
+            stale = _version(article_id, {"$ne": live_fingerprint})
             self.chunks.delete(where=stale)
             if self._sentences is not None:
                 self._sentences.delete(where=stale)
@@ -464,13 +617,61 @@ def _existing_ids(collection: Collection | None, ids: Sequence[str], action: str
         return set(collection.get(ids=list(ids), include=[])["ids"])
 
 
+def _until_enough(wanted: int, fetch: Callable[[int], tuple[int, list[T]]]) -> list[T]:
+    """The first ``wanted`` items ``fetch(n)`` keeps of the ``n`` nearest chunks (it returns how many
+    Chroma gave, and what it kept). Chunks that are not live push live ones down the ranking, never
+    out of it: ``n`` grows until enough are kept or Chroma has no more chunks to give."""
+    n = wanted * 2 + 8
+    while True:
+        given, kept = fetch(n)
+        if len(kept) >= wanted or given < n:
+            return kept[:wanted]
+        n *= NEAREST_GROWTH
+
+
+def _version(article_id: str, fingerprint: dict[str, str]) -> Where:
+    """A Chroma filter on one article's chunks (or sentences) whose fingerprint passes a test."""
+    return cast(Where, {"$and": [{"article_id": article_id}, {"fingerprint": fingerprint}]})
+
+
+def _pending_id(article_id: str, fingerprint: str) -> str:
+    return f"pending:{socket.gethostname()}:{os.getpid()}:{article_id}:{fingerprint}"
+
+
+def _pending_write(record_id: str, meta: Any) -> PendingWrite:
+    """A pending record as ``_mark_pending`` wrote it (every field is present)."""
+    fields = (str(meta["article_id"]), str(meta["fingerprint"]), str(meta["host"]), int(meta["pid"]))
+    return PendingWrite(record_id, *fields, written_at=float(meta["written_at"]))
+
+
+def _process_exists(pid: int) -> bool:
+    if os.name != "posix":  # signal 0 would end the process elsewhere
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def chunk_id(article_id: str, fingerprint: str, index: int) -> str:
-    return f"{article_id}:{fingerprint[:12]}:{index:04d}"
+    return f"{_version_key(article_id, fingerprint)}:{index:04d}"
 
 
 def sentence_id(chunk_id_: str, start: int) -> str:
     """The sentence starting at ``start`` in the article version that ``chunk_id_`` belongs to."""
-    return f"{chunk_id_.rsplit(':', 1)[0]}:s{start}"
+    return f"{_version_of(chunk_id_)}:s{start}"
+
+
+def _version_key(article_id: str, fingerprint: str) -> str:
+    """What the ids of an article version's chunks and sentences start with."""
+    return f"{article_id}:{fingerprint[:12]}"
+
+
+def _version_of(chunk_id_: str) -> str:
+    return chunk_id_.rsplit(":", 1)[0]
 
 
 def _chunk_metadata(article: Article, fingerprint: str, chunk: Chunk) -> Metadata:
