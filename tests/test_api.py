@@ -211,16 +211,19 @@ def test_brief_of_an_unknown_article_is_404(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ({}, "body: send exactly one of 'article_id' (one stored article) or 'topic' (got neither)"),
-        ({"article_id": "x", "topic": "Kursk"}, "body: send exactly one of 'article_id'"),
+        ({}, "send exactly one of 'article_id' (one stored article) or 'topic' (got neither)"),
+        (
+            {"article_id": "x", "topic": "Kursk"},
+            "send exactly one of 'article_id' (one stored article) or 'topic' (got both)",
+        ),
         ({"article_id": "x", "since": "2025-01-01"}, "filter a topic brief; remove them or send a 'topic'"),
         ({"topic": "Kursk", "since": "2025-05-01", "until": "2025-04-01"}, "'since' must be on or before 'until'"),
         ({"topic": "   "}, "the topic is empty"),
         ({"topic": "why " * 600}, "(NEWSDESK_MAX_QUESTION_CHARS); shorten it"),
-        ({"topic": "Kursk", "bullets": 0}, "body.bullets: Input should be greater than or equal to 1"),
-        ({"topic": "Kursk", "bullets": 13}, "body.bullets: Input should be less than or equal to 12"),
-        ({"topic": "Kursk", "engine": "gpt"}, "body.engine: Input should be 'extractive' or 'llm'"),
-        ({"topic": "Kursk", "question": "hi"}, "body.question: is not a known field; remove it"),
+        ({"topic": "Kursk", "bullets": 0}, 'the request body\'s "bullets" should be greater than or equal to 1'),
+        ({"topic": "Kursk", "bullets": 13}, 'the request body\'s "bullets" should be less than or equal to 12'),
+        ({"topic": "Kursk", "engine": "gpt"}, "the request body's \"engine\" should be 'extractive' or 'llm'"),
+        ({"topic": "Kursk", "question": "hi"}, 'the request body\'s "question" is not a known field; remove it'),
     ],
 )
 def test_brief_validation_errors_say_what_to_fix(client: TestClient, body: object, expected: str) -> None:
@@ -325,13 +328,16 @@ def test_upload_markdown_and_reject_bad_files(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ({}, "body.question: is required; add it"),
-        ({"question": "hi", "colour": "red"}, "body.colour: is not a known field; remove it"),
-        ({"question": "hi", "k": 0}, "body.k: Input should be greater than or equal to 1"),
-        ({"question": "hi", "engine": "gpt"}, "body.engine: Input should be 'extractive' or 'llm'"),
-        ({"question": "hi", "filters": {"since": "yesterday"}}, "body.filters.since: Input should be a valid date"),
+        ({}, 'the request body needs "question" (the text of a question'),
+        ({"question": "hi", "colour": "red"}, 'the request body\'s "colour" is not a known field; remove it'),
+        ({"question": "hi", "k": 0}, 'the request body\'s "k" should be greater than or equal to 1'),
+        ({"question": "hi", "engine": "gpt"}, "the request body's \"engine\" should be 'extractive' or 'llm'"),
+        (
+            {"question": "hi", "filters": {"since": "yesterday"}},
+            'the request body\'s "filters.since" should be a valid date',
+        ),
         ({"question": "hi", "filters": {"since": "2025-05-01", "until": "2025-04-01"}}, "'since' must be on or before"),
-        ([1, 2], "body: must be a JSON object"),
+        ([1, 2], "the request body must be a JSON object"),
     ],
 )
 def test_validation_errors_say_what_to_fix(client: TestClient, body: object, expected: str) -> None:
@@ -354,7 +360,7 @@ def test_question_limits(client: TestClient) -> None:
 def test_malformed_json_is_a_422_naming_the_problem(client: TestClient) -> None:
     response = client.post("/v1/ask", content=b'{"question": ', headers={"Content-Type": "application/json"})
     assert response.status_code == 422
-    assert "body: not valid JSON" in error_of(response)["message"]
+    assert error_of(response)["message"].startswith("the request body is not valid JSON")
 
 
 def test_body_over_the_limit_is_413_declared_or_streamed(client: TestClient) -> None:
@@ -414,7 +420,7 @@ def test_a_broken_prompt_file_is_a_server_error_logged_not_a_client_error(
     assert "PromptError: prompt 'answer'" in caplog.text and "not valid TOML" in caplog.text
 
 
-def test_unexpected_failures_are_a_bare_500(
+def test_unexpected_failures_are_a_json_500_without_internals(
     data_dir: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = Settings(data_dir=data_dir, rate_limit_per_minute=0)
@@ -426,7 +432,9 @@ def test_unexpected_failures_are_a_bare_500(
         monkeypatch.setattr(desk_of(fresh).store, "list_articles", bug)
         response = fresh.get("/v1/articles")
     assert response.status_code == 500
-    assert response.text == "Internal Server Error"
+    assert error_of(response)["code"] == "internal_error"
+    assert response.headers["X-Request-ID"] in error_of(response)["message"]
+    assert "secret" not in response.text
 
 
 # -- hostile article text ----------------------------------------------------------------------

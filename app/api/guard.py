@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import ApiError
+from app.api.errors import ApiError, edge_error
 
 
 class KeyChecker:
@@ -105,7 +105,8 @@ class RateLimiter:
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for a body over the limit, told by Content-Length or counted as it arrives."""
+    """ASGI middleware: 413 for a body over the limit, told by Content-Length or counted as it arrives
+    (both the same ``edge_error`` body, code ``body_too_large``)."""
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
         self.app = app
@@ -118,7 +119,7 @@ class BodySizeLimit:
         limit = self.limit_for(str(scope.get("path", "")))
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_too_large(send, limit)
+            await edge_error(413, too_large_message(limit)).response()(scope, receive, send)
             return
         received = 0
 
@@ -128,7 +129,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise HTTPException(413, too_large_message(limit))
+                    raise HTTPException(413, too_large_message(limit))  # FastAPI makes any other error here a 400
             return message
 
         await self.app(scope, counting_receive, send)
@@ -138,14 +139,3 @@ def too_large_message(limit: int) -> str:
     return (
         f"request body is over the {limit:,}-byte limit (NEWSDESK_MAX_BODY_BYTES; uploads: NEWSDESK_MAX_UPLOAD_BYTES)"
     )
-
-
-async def _send_too_large(send: Send, limit: int) -> None:
-    import json
-
-    body = json.dumps(
-        {"error": {"message": too_large_message(limit), "type": "invalid_request_error", "code": "body_too_large"}}
-    ).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -48,6 +48,14 @@ UPLOAD_TYPES: dict[str, Literal["text", "markdown", "html"]] = {
     "text/x-markdown": "markdown",
     "text/html": "html",
 }
+UPLOAD_FILE = (
+    f"An article file: its name ending {', '.join(UPLOAD_KINDS)}, or its Content-Type one of {', '.join(UPLOAD_TYPES)}."
+)
+UPLOAD_ENCODING = {
+    "requestBody": {
+        "content": {"multipart/form-data": {"encoding": {"file": {"contentType": ", ".join(UPLOAD_TYPES)}}}}
+    }
+}
 ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorOut, "description": text}
     for status, text in (
@@ -191,12 +199,13 @@ async def add_article(body: ArticleIn, desk: DeskDep, service: ServiceDep) -> In
     "/articles/upload",
     status_code=201,
     tags=["articles"],
+    openapi_extra=UPLOAD_ENCODING,
     responses={415: {"model": ErrorOut, "description": "Not a .txt, .md or .html file."}},
 )
 async def upload_article(
     desk: DeskDep,
     service: ServiceDep,
-    file: Annotated[UploadFile, File(description="A .txt, .md or .html article.")],
+    file: Annotated[UploadFile, File(description=UPLOAD_FILE)],
 ) -> IngestOut:
     """Ingest one uploaded file: Newslooks or plain text, Markdown (front matter read), or saved HTML."""
     name = Path(file.filename or "upload").name

@@ -47,7 +47,7 @@ class TurnIn(Strict):
 class AskIn(Strict):
     question: str = Field(
         min_length=1,
-        description="The question, not blank, at most NEWSDESK_MAX_QUESTION_CHARS characters.",
+        description="The text of a question, not blank, at most NEWSDESK_MAX_QUESTION_CHARS characters.",
         json_schema_extra={"pattern": r"\S"},
     )
     history: list[TurnIn] = Field(default_factory=list, max_length=50, description="Earlier turns, oldest first.")
@@ -121,7 +121,17 @@ class AnswerOut(BaseModel):
 
 
 class BriefIn(Strict):
-    """Brief one stored article (``article_id``) or a topic across the stored articles (``topic``), not both."""
+    """Brief one stored article or a topic across the stored articles: send exactly one of ``article_id``
+    (one stored article) or ``topic``. ``sources``, ``since`` and ``until`` filter a topic brief only."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["article_id"], "properties": {"article_id": {"type": "string"}}},
+                {"required": ["topic"], "properties": {"topic": {"type": "string"}}},
+            ]
+        }
+    )
 
     article_id: str | None = Field(None, min_length=1, max_length=200, description="A stored article's id.")
     topic: str | None = Field(
