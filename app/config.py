@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
     max_question_chars: int = Field(2000, ge=10, description="Longer questions get 422.")
     max_upload_bytes: int = Field(5_000_000, ge=1024, description="Larger uploaded files get 413.")
+    max_article_chars: int = Field(
+        300_000, ge=1000, description="serve: an article (posted or uploaded) with longer text gets 413."
+    )
     max_concurrent_answers: int = Field(8, ge=1, le=64, description="Questions answered at once; others queue.")
     seed_corpus: bool = Field(True, description="serve: ingest the bundled corpus/ when the store is empty.")
 

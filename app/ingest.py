@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -139,23 +140,8 @@ class Ingestor:
     ) -> None:
         if not pending:
             return
-        wanted = {chunk_id(v.article.id, v.fingerprint, c.index): (v.article, c) for v in pending for c in v.chunks}
-        stored = self.store.existing_chunk_ids(list(wanted))
-        missing = [cid for cid in wanted if cid not in stored]
-        sentences = self._missing_sentences(pending)
-        texts = [_embedding_text(*wanted[cid]) for cid in missing] + [text for _, _, text in sentences]
-        embed_started = time.perf_counter()
-        vectors = self.embedder.embed_documents(texts)  # one model call: chunks and sentences batch together
-        report.embedding_seconds += time.perf_counter() - embed_started
-        report.chunks_embedded += len(missing)
-        report.chunks_reused += len(stored)
-        report.sentences_embedded += len(sentences)
-
+        self._write_vectors(pending, report)
         replacing = {v.article.id for v in pending if v.article.id in previous}
-        self.store.write_chunks(pending, dict(zip(missing, vectors[: len(missing)], strict=True)))
-        self.store.write_sentences(
-            [(sid, fingerprint[0], fingerprint[1]) for sid, fingerprint, _ in sentences], vectors[len(missing) :]
-        )
         self.store.commit(pending, replacing)
         for version in pending:
             article = version.article
@@ -168,6 +154,50 @@ class Ingestor:
             log.info("committed %s (%d chunks)", article.id, len(version.chunks))
             if progress:
                 progress.advance(1, len(version.chunks))
+
+    def stage(
+        self,
+        article: Article,
+        lock: AbstractContextManager[object],
+        report: IngestReport,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Write the chunk and sentence vectors of an article's new version ahead of ``ingest``,
+        ``flush_chunks`` chunks at a time: the model runs outside ``lock``, each write inside it, so
+        other writers go in between. Nothing becomes live: ``ingest`` then finds the vectors stored
+        and only commits. ``on_batch(chunks staged, chunks in all)`` is called after each batch."""
+        fingerprint = self.fingerprint(article)
+        live = self.store.records([article.id]).get(article.id)
+        if live is not None and live.fingerprint == fingerprint:
+            return
+        chunks = self.chunker.chunk(article)
+        for offset in range(0, len(chunks), self.flush_chunks):
+            batch = ArticleVersion(article, fingerprint, chunks[offset : offset + self.flush_chunks])
+            self._write_vectors([batch], report, lock)
+            if on_batch:
+                on_batch(offset + len(batch.chunks), len(chunks))
+
+    def _write_vectors(
+        self, pending: list[ArticleVersion], report: IngestReport, lock: AbstractContextManager[object] | None = None
+    ) -> None:
+        """Embed the chunks and sentences of ``pending`` that are not stored yet and write them (under
+        ``lock``); they are not live until their versions are committed."""
+        wanted = {chunk_id(v.article.id, v.fingerprint, c.index): (v.article, c) for v in pending for c in v.chunks}
+        stored = self.store.existing_chunk_ids(list(wanted))
+        missing = [cid for cid in wanted if cid not in stored]
+        sentences = self._missing_sentences(pending)
+        texts = [_embedding_text(*wanted[cid]) for cid in missing] + [text for _, _, text in sentences]
+        embed_started = time.perf_counter()
+        vectors = self.embedder.embed_documents(texts)  # one model call: chunks and sentences batch together
+        report.embedding_seconds += time.perf_counter() - embed_started
+        report.chunks_embedded += len(missing)
+        report.chunks_reused += len(stored)
+        report.sentences_embedded += len(sentences)
+        with lock or nullcontext():
+            self.store.write_chunks(pending, dict(zip(missing, vectors[: len(missing)], strict=True)))
+            self.store.write_sentences(
+                [(sid, fingerprint[0], fingerprint[1]) for sid, fingerprint, _ in sentences], vectors[len(missing) :]
+            )
 
     def _missing_sentences(self, pending: Sequence[ArticleVersion]) -> list[tuple[str, tuple[str, str], str]]:
         """(sentence id, (article id, fingerprint), text) of the sentences not stored yet, once each."""

@@ -341,8 +341,26 @@ class Newsdesk:
     # -- articles ------------------------------------------------------------------------
 
     def ingest(self, articles: Sequence[Article]) -> IngestReport:
+        """Ingest these articles together, holding the write lock throughout (batches them best)."""
         with self._write_lock:
             report = self.ingestor.ingest(articles)
+        self.observer.ingested(report)
+        return report
+
+    def ingest_article(self, article: Article, on_batch: Callable[[int, int], None] | None = None) -> IngestReport:
+        """Ingest one article without holding the write lock for long, so concurrent ingests and deletions
+        wait seconds, not minutes: its vectors are staged (embedded outside the lock, written a batch at a
+        time under it), then it is committed under the lock, atomically. ``on_batch(staged, total)``: chunks."""
+        started = time.perf_counter()
+        staged = IngestReport()
+        self.ingestor.stage(article, self._write_lock, staged, on_batch)
+        with self._write_lock:
+            report = self.ingestor.ingest([article])  # finds the staged vectors: commits without the model
+        report.chunks_embedded += staged.chunks_embedded
+        report.chunks_reused = max(0, report.chunks_reused - staged.chunks_embedded)
+        report.sentences_embedded += staged.sentences_embedded
+        report.embedding_seconds += staged.embedding_seconds
+        report.seconds = time.perf_counter() - started
         self.observer.ingested(report)
         return report
 

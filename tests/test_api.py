@@ -9,11 +9,13 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -26,7 +28,7 @@ from app.errors import StoreError
 from app.service import Newsdesk
 
 from .conftest import REPO, free_port, running_server
-from .live_service import HOSTILE_ARTICLE, live_server
+from .live_service import HOSTILE_ARTICLE, finished_job, live_server, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -35,9 +37,17 @@ OTHER_KEY = "second-key-1b2c"
 
 
 def desk_of(client: TestClient) -> Newsdesk:
-    desk = client.app.state.desk  # type: ignore[attr-defined]
+    desk = client.app.state.startup.desk()  # type: ignore[attr-defined]
     assert isinstance(desk, Newsdesk)
     return desk
+
+
+@contextmanager
+def started(app: FastAPI, **options: Any) -> Iterator[TestClient]:
+    """A TestClient once start-up (building the desk, seeding, warming up: a background thread) is done."""
+    with TestClient(app, **options) as test_client:
+        wait_until_ready(test_client.app)  # type: ignore[arg-type]
+        yield test_client
 
 
 def metrics_of(client: TestClient) -> Metrics:
@@ -55,7 +65,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def client(data_dir: Path, embedder: Embedder) -> Iterator[TestClient]:
     """The app on the embedded default: an empty store, so start-up ingests the bundled corpus."""
     settings = Settings(data_dir=data_dir, rate_limit_per_minute=0, max_body_bytes=64_000, max_upload_bytes=20_000)
-    with TestClient(create_app(settings, embedder=embedder)) as test_client:
+    with started(create_app(settings, embedder=embedder)) as test_client:
         added = test_client.post("/v1/articles", json=HOSTILE_ARTICLE)
         assert added.status_code == 201, added.text
         yield test_client
@@ -93,7 +103,7 @@ def test_start_up_ingests_the_bundled_corpus_into_an_empty_store(client: TestCli
 
 def test_a_second_start_on_the_same_store_ingests_nothing(data_dir: Path, embedder: Embedder) -> None:
     settings = Settings(data_dir=data_dir, rate_limit_per_minute=0)
-    with TestClient(create_app(settings, embedder=embedder)) as again:
+    with started(create_app(settings, embedder=embedder)) as again:
         registry = metrics_of(again).registry
         assert registry.get_sample_value("newsdesk_ingested_articles_total", {"outcome": "added"}) == 0
         assert again.get("/readyz").json()["articles"] == 15
@@ -296,8 +306,8 @@ def test_upload_markdown_and_reject_bad_files(client: TestClient) -> None:
         "The last lighthouse keeper of Skarvik, Odd Hallan, retired on Monday after 41 years of service.\n"
     )
     uploaded = client.post("/v1/articles/upload", files={"file": ("skarvik.md", markdown, "text/markdown")})
-    assert uploaded.status_code == 201, uploaded.text
-    body = uploaded.json()
+    assert uploaded.status_code == 202, uploaded.text
+    body = finished_job(client, uploaded)["article"]
     assert body["status"] == "added" and body["title"] == "Lighthouse Keeper Retires"
     assert client.get(f"/v1/articles/{body['id']}").json()["source"] == "Coast Herald"
 
@@ -409,7 +419,7 @@ def test_a_broken_prompt_file_is_a_server_error_logged_not_a_client_error(
     shutil.copytree(REPO / "prompts", prompts)
     (prompts / "answer.toml").write_text("system = 'unclosed", encoding="utf-8")
     settings = Settings(data_dir=tmp_path, prompts_dir=prompts, seed_corpus=False, rate_limit_per_minute=0)
-    with TestClient(create_app(settings, embedder=embedder, llm=FakeListChatModel(responses=["x"]))) as broken:
+    with started(create_app(settings, embedder=embedder, llm=FakeListChatModel(responses=["x"]))) as broken:
         response = broken.post("/v1/ask", json={"question": "Who won?", "engine": "llm"})
     assert response.status_code == 500
     assert error_of(response) == {
@@ -424,7 +434,7 @@ def test_unexpected_failures_are_a_json_500_without_internals(
     data_dir: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = Settings(data_dir=data_dir, rate_limit_per_minute=0)
-    with TestClient(create_app(settings, embedder=embedder), raise_server_exceptions=False) as fresh:
+    with started(create_app(settings, embedder=embedder), raise_server_exceptions=False) as fresh:
 
         def bug(*args: object, **kwargs: object) -> None:
             raise RuntimeError("internal detail: /srv/secret/path")
@@ -520,7 +530,7 @@ def test_metrics_count_requests_retrieval_generation_and_ingests(client: TestCli
 @pytest.fixture
 def keyed(data_dir: Path, embedder: Embedder, client: TestClient) -> Iterator[TestClient]:
     settings = Settings(data_dir=data_dir, api_keys=f"{KEY},{OTHER_KEY}", rate_limit_per_minute=3)
-    with TestClient(create_app(settings, embedder=embedder)) as test_client:
+    with started(create_app(settings, embedder=embedder)) as test_client:
         yield test_client
 
 
@@ -568,7 +578,7 @@ def test_rate_limit_per_key_with_retry_after(keyed: TestClient) -> None:
 
 def test_routes_on_embedded_and_server_chroma(settings: Settings, embedder: Embedder) -> None:
     settings = settings.model_copy(update={"seed_corpus": False, "rate_limit_per_minute": 0})
-    with TestClient(create_app(settings, embedder=embedder)) as fresh:
+    with started(create_app(settings, embedder=embedder)) as fresh:
         assert fresh.get("/readyz").json()["articles"] == 0
         assert fresh.post("/v1/articles", json=HOSTILE_ARTICLE).status_code == 201
         body = fresh.post("/v1/ask", json={"question": "How much will the crane repairs cost?"}).json()
@@ -584,7 +594,7 @@ def test_unreachable_llm_falls_back_or_is_a_502(data_dir: Path, embedder: Embedd
     dead = f"http://127.0.0.1:{free_port()}/v1"
     base = {"data_dir": data_dir, "llm_base_url": dead, "llm_max_retries": 0, "rate_limit_per_minute": 0}
     question = {"question": "Which club beat Inter Milan in the Champions League final?", "engine": "llm"}
-    with TestClient(create_app(Settings(**base), embedder=embedder)) as fallback:
+    with started(create_app(Settings(**base), embedder=embedder)) as fallback:
         answer = fallback.post("/v1/ask", json=question).json()
         assert answer["degraded"] is True and answer["engine"] == "extractive"
         assert "Paris Saint-Germain" in answer["answer"]
@@ -598,7 +608,7 @@ def test_unreachable_llm_falls_back_or_is_a_502(data_dir: Path, embedder: Embedd
         ).text
         assert events.endswith("data: [DONE]\n\n")
         assert '"degraded": true' in events and "Paris Saint-Germain" in events
-    with TestClient(create_app(Settings(**base, llm_fallback_extractive=False), embedder=embedder)) as strict:
+    with started(create_app(Settings(**base, llm_fallback_extractive=False), embedder=embedder)) as strict:
         failed = strict.post("/v1/ask", json=question)
         assert failed.status_code == 502
         assert error_of(failed)["message"].startswith("the language model is unavailable")

@@ -1,14 +1,18 @@
 """The HTTP service: ``create_app(settings)`` builds the FastAPI app; ``newsdesk serve`` runs it.
 
-Nothing is built at import time. The app's lifespan builds the one ``Newsdesk`` (store,
-models, engines; the bundled corpus ingested into an empty store) in a worker thread, and the
-``Service`` (keys, limits, worker slots); routes receive both through ``Depends``.
+Nothing is built at import time, and the port opens at once: the app's lifespan creates the
+``Service`` (keys, limits, worker slots) and the ingest ``Jobs``, and starts building the one
+``Newsdesk`` (store, models, engines; the bundled corpus ingested into an empty store) in a
+background thread (``Startup``). Until it is ready, ``/healthz`` answers and ``/readyz`` and the
+routes that need the desk answer 503 saying what start-up is doing. Routes receive all of them
+through ``Depends``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,11 +25,13 @@ from fastapi.staticfiles import StaticFiles
 from app.api import chat, routes
 from app.api.batching import for_server
 from app.api.errors import install_error_handlers
-from app.api.guard import BodySizeLimit
+from app.api.guard import BodyLimit, BodySizeLimit, too_large_message
+from app.api.jobs import Jobs
 from app.api.metrics import Metrics, MetricsMiddleware
-from app.api.state import Service
+from app.api.state import Service, Startup
 from app.config import CORPUS_DIR, Settings
 from app.embed import Embedder, build_embedder
+from app.parse import discover
 from app.service import Newsdesk
 
 if TYPE_CHECKING:
@@ -34,7 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("newsdesk.serve")
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-UPLOAD_OVERHEAD_BYTES = 64 * 1024  # multipart headers and boundaries around an uploaded file
+# The body of an upload is the file plus multipart headers and boundaries: the body may be this much
+# larger, the file is held to NEWSDESK_MAX_UPLOAD_BYTES itself (and both 413s state that setting).
+UPLOAD_OVERHEAD_BYTES = 64 * 1024
 
 
 def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: BaseChatModel | None = None) -> FastAPI:
@@ -42,11 +50,13 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
     engine's chat model (tests)."""
     metrics = Metrics()
 
-    def start() -> Newsdesk:
+    def build(startup: Startup) -> Newsdesk:
+        startup.doing("opening the article store")
         shared = for_server(embedder or build_embedder(settings), metrics.count_embedding_cache)
         desk = Newsdesk(settings, embedder=shared, llm=llm, observer=metrics)
         try:
-            seed(desk)
+            seed(desk, startup.doing)
+            startup.doing("loading the models")
             desk.warm_up()
         except BaseException:
             desk.close()
@@ -56,14 +66,18 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        desk = await anyio.to_thread.run_sync(start)
-        app.state.desk = desk
+        startup = Startup()
+        jobs = Jobs()
+        app.state.startup = startup
+        app.state.jobs = jobs
         app.state.service = Service(settings)
         app.state.metrics = metrics
+        startup.begin(build)
         try:
             yield
         finally:
-            desk.close()
+            await anyio.to_thread.run_sync(jobs.close)
+            await anyio.to_thread.run_sync(startup.stop)
 
     app = FastAPI(
         title="newsdesk",
@@ -77,10 +91,14 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
     app.include_router(routes.api)
     app.include_router(chat.router)
 
-    def body_limit(path: str) -> int:
-        if path.endswith("/articles/upload"):
-            return max(settings.max_body_bytes, settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES)
-        return settings.max_body_bytes
+    body = BodyLimit(settings.max_body_bytes, too_large_message(settings.max_body_bytes))
+    upload = BodyLimit(
+        max(settings.max_body_bytes, settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES),
+        routes.upload_too_large_message(settings.max_upload_bytes),
+    )
+
+    def body_limit(path: str) -> BodyLimit:
+        return upload if path.endswith("/articles/upload") else body
 
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -93,17 +111,25 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
     return app
 
 
-def seed(desk: Newsdesk) -> None:
-    """Ingest the bundled corpus into an empty store (``NEWSDESK_SEED_CORPUS``), logging as it goes."""
+def seed(desk: Newsdesk, doing: Callable[[str], None] = lambda what: None) -> None:
+    """Ingest the bundled corpus into an empty store (``NEWSDESK_SEED_CORPUS``), a file at a time,
+    telling ``doing`` how far it is ("ingesting the bundled corpus: 6/14") and logging the total."""
     settings = desk.settings
     if not (settings.seed_corpus and CORPUS_DIR.is_dir() and desk.store.article_count() == 0):
         return
     where = settings.chroma_host or settings.resolved_chroma_path
     log.info("the store (%s, %s) is empty: ingesting the bundled %s", where, settings.collection, CORPUS_DIR)
-    report = desk.ingest_paths([CORPUS_DIR])
+    files, _ = discover([CORPUS_DIR])
+    started = time.perf_counter()
+    articles = chunks = 0
+    for done, path in enumerate(files):
+        doing(f"ingesting the bundled corpus: {done}/{len(files)}")
+        report = desk.ingest_paths([path])
+        articles += report.articles
+        chunks += report.chunks_embedded
     log.info(
         "ingested %d articles (%d chunks) in %.1f s; set NEWSDESK_SEED_CORPUS=false to start empty",
-        report.articles,
-        report.chunks_embedded,
-        report.seconds,
+        articles,
+        chunks,
+        time.perf_counter() - started,
     )

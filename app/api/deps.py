@@ -1,4 +1,5 @@
-"""Dependencies routes declare: the desk, the Service (keys, limits, worker slots), the metrics, and the guard."""
+"""Dependencies routes declare: the desk (503 until start-up has built it), the start-up, the Service
+(keys, limits, worker slots), the ingest jobs, the metrics, and the guard."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app.api.jobs import Jobs
 from app.api.metrics import Metrics
-from app.api.state import Service
+from app.api.state import Service, Startup
 from app.service import Newsdesk
 
 _bearer = HTTPBearer(auto_error=False, description="One of NEWSDESK_API_KEYS (needed only when keys are set).")
@@ -18,8 +20,17 @@ def get_service(request: Request) -> Service:
     return cast(Service, request.app.state.service)
 
 
+def get_startup(request: Request) -> Startup:
+    return cast(Startup, request.app.state.startup)
+
+
 def get_desk(request: Request) -> Newsdesk:
-    return cast(Newsdesk, request.app.state.desk)
+    """The desk; ApiError 503 with Retry-After while start-up is still building it."""
+    return get_startup(request).desk()
+
+
+def get_jobs(request: Request) -> Jobs:
+    return cast(Jobs, request.app.state.jobs)
 
 
 def get_metrics(request: Request) -> Metrics:
@@ -28,6 +39,8 @@ def get_metrics(request: Request) -> Metrics:
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 DeskDep = Annotated[Newsdesk, Depends(get_desk)]
+StartupDep = Annotated[Startup, Depends(get_startup)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 

@@ -104,11 +104,19 @@ class RateLimiter:
             del self._buckets[oldest]
 
 
+@dataclass(frozen=True)
+class BodyLimit:
+    """The bytes of body a path accepts, and what a larger one is told (the setting, as configured)."""
+
+    bytes: int
+    message: str
+
+
 class BodySizeLimit:
     """ASGI middleware: 413 for a body over the limit, told by Content-Length or counted as it arrives
     (both the same ``edge_error`` body, code ``body_too_large``)."""
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], BodyLimit]) -> None:
         self.app = app
         self.limit_for = limit_for
 
@@ -118,8 +126,8 @@ class BodySizeLimit:
             return
         limit = self.limit_for(str(scope.get("path", "")))
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await edge_error(413, too_large_message(limit)).response()(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit.bytes:
+            await edge_error(413, limit.message).response()(scope, receive, send)
             return
         received = 0
 
@@ -128,14 +136,12 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
-                    raise HTTPException(413, too_large_message(limit))  # FastAPI makes any other error here a 400
+                if received > limit.bytes:
+                    raise HTTPException(413, limit.message)  # FastAPI makes any other error here a 400
             return message
 
         await self.app(scope, counting_receive, send)
 
 
 def too_large_message(limit: int) -> str:
-    return (
-        f"request body is over the {limit:,}-byte limit (NEWSDESK_MAX_BODY_BYTES; uploads: NEWSDESK_MAX_UPLOAD_BYTES)"
-    )
+    return f"request body is over the {limit:,}-byte limit (NEWSDESK_MAX_BODY_BYTES)"

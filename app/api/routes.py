@@ -1,7 +1,17 @@
-"""The JSON API: questions, search, briefs, articles; health, readiness and metrics."""
+"""The JSON API: questions, search, briefs, articles and ingest jobs; health, readiness and metrics.
+
+``POST /v1/articles`` (one JSON article) is ingested in the request: 201 with the outcome.
+``POST /v1/articles/upload`` is checked in the request (type, size, text) and ingested as a job
+(``app.api.jobs``): 202 with the job and its ``Location``, ``GET /v1/jobs/{id}`` until done.
+Both ingest through ``Newsdesk.ingest_article``, which holds the write lock briefly, so a
+short article is never stuck behind a long one; an article over NEWSDESK_MAX_ARTICLE_CHARS is
+refused (413).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -11,7 +21,7 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.deps import DeskDep, MetricsDep, ServiceDep, guard
+from app.api.deps import DeskDep, JobsDep, MetricsDep, ServiceDep, StartupDep, guard
 from app.api.errors import ApiError
 from app.api.schemas import (
     AnswerOut,
@@ -24,6 +34,7 @@ from app.api.schemas import (
     ErrorOut,
     HealthOut,
     IngestOut,
+    JobOut,
     PassageOut,
     ReadyOut,
 )
@@ -34,6 +45,7 @@ from app.parse import parse_document, parse_record
 from app.retrieve import Filters
 from app.service import Newsdesk
 
+JSON_ORIGIN = "api:request body"
 UPLOAD_KINDS: dict[str, Literal["text", "markdown", "html"]] = {
     ".txt": "text",
     ".text": "text",
@@ -63,7 +75,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
         (413, "Request body over NEWSDESK_MAX_BODY_BYTES."),
         (422, "Invalid request: the message says what to fix."),
         (429, "Rate limit reached; see the Retry-After header."),
-        (503, "The article store or the embedding model is unavailable."),
+        (503, "The article store or the embedding model is unavailable, or newsdesk is still starting (Retry-After)."),
     )
 }
 ENGINE_ERRORS: dict[int | str, dict[str, object]] = {
@@ -91,15 +103,20 @@ def check_question(
     return question
 
 
-@health.get("/healthz")
-async def healthz() -> HealthOut:
-    """Alive: the process answers."""
+@health.get("/healthz", responses={503: {"model": ErrorOut, "description": "Start-up failed (see the log)."}})
+async def healthz(startup: StartupDep) -> HealthOut:
+    """Alive: the process answers (from its first second; 503 only when start-up failed)."""
+    startup.check_alive()
     return HealthOut(status="ok")
 
 
-@health.get("/readyz", responses={503: {"model": ErrorOut, "description": "The store is unreachable."}})
+@health.get(
+    "/readyz",
+    responses={503: {"model": ErrorOut, "description": "Still starting (what it is doing), or the store is down."}},
+)
 async def readyz(desk: DeskDep, service: ServiceDep) -> ReadyOut:
-    """Ready: the store answers and the embedding model is loaded."""
+    """Ready: start-up finished (the bundled corpus ingested, models loaded) and the store answers.
+    Until then 503, the message saying what start-up is doing, e.g. 'ingesting the bundled corpus: 6/14'."""
     stats = await service.run(desk.stats)
     return ReadyOut(
         status="ready",
@@ -188,26 +205,43 @@ async def list_articles(
     return [ArticleSummaryOut.model_validate(r) for r in records]
 
 
-@api.post("/articles", status_code=201, tags=["articles"])
+ARTICLE_TOO_LARGE: dict[int | str, dict[str, object]] = {
+    413: {"model": ErrorOut, "description": "The article's text is over NEWSDESK_MAX_ARTICLE_CHARS; split it."}
+}
+
+
+@api.post("/articles", status_code=201, tags=["articles"], responses=ARTICLE_TOO_LARGE)
 async def add_article(body: ArticleIn, desk: DeskDep, service: ServiceDep) -> IngestOut:
-    """Ingest one article given as JSON. Re-sending an unchanged article changes nothing."""
-    article = parse_record(body.model_dump(exclude_none=True), origin="request body")
+    """Ingest one article given as JSON, in the request (201 when it is done). Re-sending an unchanged
+    article changes nothing. A long article is better uploaded (a job you can watch)."""
+    parsed = parse_record(body.model_dump(exclude_none=True), origin="request body")
+    # Not a file's path: an article stored from the same file is replaced by an edited version of it.
+    article = replace(parsed, origin=JSON_ORIGIN)
+    check_article_size(article, desk.settings)
     return await service.run(partial(ingest_one, desk, article))
 
 
 @api.post(
     "/articles/upload",
-    status_code=201,
+    status_code=202,
     tags=["articles"],
     openapi_extra=UPLOAD_ENCODING,
-    responses={415: {"model": ErrorOut, "description": "Not a .txt, .md or .html file."}},
+    responses={
+        202: {"description": "Accepted: the job, also at the Location header; poll it until done or failed."},
+        413: {"model": ErrorOut, "description": "Over NEWSDESK_MAX_UPLOAD_BYTES or NEWSDESK_MAX_ARTICLE_CHARS."},
+        415: {"model": ErrorOut, "description": "Not a .txt, .md or .html file."},
+    },
 )
 async def upload_article(
     desk: DeskDep,
     service: ServiceDep,
+    jobs: JobsDep,
+    response: Response,
     file: Annotated[UploadFile, File(description=UPLOAD_FILE)],
-) -> IngestOut:
-    """Ingest one uploaded file: Newslooks or plain text, Markdown (front matter read), or saved HTML."""
+) -> JobOut:
+    """Ingest one uploaded file as a job: Newslooks or plain text, Markdown (front matter read), or saved
+    HTML. The file is checked and parsed in the request (415, 413, 422); then 202 with the job, which
+    ``GET /v1/jobs/{id}`` reports until it is done (the article's id and status) or failed."""
     name = Path(file.filename or "upload").name
     suffix = Path(name).suffix.lower()
     kind = UPLOAD_KINDS.get(suffix) or UPLOAD_TYPES.get((file.content_type or "").split(";")[0].strip().lower())
@@ -221,24 +255,51 @@ async def upload_article(
     limit = desk.settings.max_upload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
+        raise ApiError(413, upload_too_large_message(limit), kind="invalid_request_error", code="file_too_large")
+    article = await service.run(partial(parse_upload, name, kind, data))
+    check_article_size(article, desk.settings)
+    job = jobs.submit(name, len(article.text), partial(ingest_one, desk, article))
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job.out()
+
+
+@api.get("/jobs/{job_id}", tags=["articles"], responses={404: {"model": ErrorOut}})
+async def get_job(job_id: str, jobs: JobsDep) -> JobOut:
+    """An upload's job: status (queued, running, done, failed), progress, and the article or the error."""
+    return jobs.get(job_id).out()
+
+
+def upload_too_large_message(limit: int) -> str:
+    return (
+        f"the file is over the {limit:,}-byte upload limit (NEWSDESK_MAX_UPLOAD_BYTES); "
+        "split it into smaller files, or raise the setting"
+    )
+
+
+def check_article_size(article: Article, settings: Settings) -> None:
+    limit = settings.max_article_chars
+    if len(article.text) > limit:
         raise ApiError(
             413,
-            f"the file is over the {limit:,}-byte upload limit (NEWSDESK_MAX_UPLOAD_BYTES); split it",
+            f"the article is {len(article.text):,} characters, over the {limit:,}-character limit "
+            "(NEWSDESK_MAX_ARTICLE_CHARS); split it into several articles, or raise the setting",
             kind="invalid_request_error",
-            code="file_too_large",
+            code="article_too_large",
         )
-    text = decode_upload(name, data)
-    article = parse_document(text, kind, origin=f"upload:{name}", fallback_title=Path(name).stem)
-    return await service.run(partial(ingest_one, desk, article))
 
 
-def ingest_one(desk: Newsdesk, article: Article) -> IngestOut:
-    report = desk.ingest([article])
+def ingest_one(desk: Newsdesk, article: Article, on_batch: Callable[[int, int], None] | None = None) -> IngestOut:
+    report = desk.ingest_article(article, on_batch)
     if report.errors:  # one article cannot clash with itself; kept for safety
         raise report.errors[0]
     status = "added" if report.added else "updated" if report.updated else "unchanged"
     record = desk.store.records([article.id]).get(article.id)
     return IngestOut(id=article.id, title=article.title, status=status, chunks=record.chunk_count if record else 0)
+
+
+def parse_upload(name: str, kind: Literal["text", "markdown", "html"], data: bytes) -> Article:
+    text = decode_upload(name, data)
+    return parse_document(text, kind, origin=f"upload:{name}", fallback_title=Path(name).stem)
 
 
 def decode_upload(name: str, data: bytes) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -288,3 +288,24 @@ class ReadyOut(BaseModel):
     chunks: int
     embedding_model: str
     engine: EngineName
+
+
+class JobProgressOut(BaseModel):
+    articles_done: int
+    articles_total: int
+    chunks_done: int = Field(description="Chunks embedded and written so far.")
+    chunks_total: int | None = Field(description="The article's chunks; null until it is chunked.")
+
+
+class JobOut(BaseModel):
+    """An upload being ingested in the background: poll ``GET /v1/jobs/{id}`` until ``done`` or ``failed``."""
+
+    id: str
+    status: Literal["queued", "running", "done", "failed"]
+    file: str = Field(description="The uploaded file's name.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: JobProgressOut
+    article: IngestOut | None = Field(description="When done: the article's id, title, status and chunks.")
+    error: ErrorDetail | None = Field(description="When failed: what went wrong and what to do.")

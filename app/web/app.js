@@ -258,3 +258,65 @@ document.addEventListener("DOMContentLoaded", () => {
   $("close-source").addEventListener("click", () => { $("source").hidden = true; });
   loadChoices();
 });
+
+// Uploads: each file is ingested as a job (202 and a Location to poll); its line shows the progress,
+// then the outcome. Files are sent together, so a short one is not kept waiting by a long one.
+const JOB_POLL_MS = 500;
+
+function jobProgress(job) {
+  if (job.status === "queued") return "waiting to be ingested…";
+  const { chunks_done: done, chunks_total: total } = job.progress;
+  return total ? `ingesting: ${done} of ${total} chunks` : "ingesting…";
+}
+
+async function uploadFile(file, line) {
+  const form = new FormData();
+  form.append("file", file);
+  const response = await fetch("/v1/articles/upload", { method: "POST", headers: headers(false), body: form });
+  if (!response.ok) throw new Error(await failure(response));
+  let job = await response.json();
+  const location = response.headers.get("Location") || `/v1/jobs/${encodeURIComponent(job.id)}`;
+  while (job.status === "queued" || job.status === "running") {
+    line.textContent = `${file.name}: ${jobProgress(job)}`;
+    await new Promise((resolve) => setTimeout(resolve, JOB_POLL_MS));
+    job = await getJSON(location);
+  }
+  if (job.status === "failed") throw new Error(job.error?.message || "the ingest failed");
+  return job.article;
+}
+
+async function uploadFiles(files) {
+  await Promise.all(files.map(async (file) => {
+    const line = document.createElement("li");
+    line.textContent = `${file.name}: uploading…`;
+    $("upload-status").append(line);
+    try {
+      const article = await uploadFile(file, line);
+      const chunks = `${article.chunks} chunk${article.chunks === 1 ? "" : "s"}`;
+      line.textContent = `${file.name}: ${article.status}, “${article.title}” (${chunks})`;
+      line.className = "done";
+      if (article.status === "added") $("brief-article").append(new Option(article.title, article.id));
+    } catch (error) {
+      line.textContent = `${file.name}: ${error.message}`;
+      line.className = "failed";
+    }
+  }));
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("upload-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const files = [...$("upload-file").files];
+    if (!files.length) {
+      showError("Choose a .txt, .md or .html file to upload.");
+      return;
+    }
+    $("upload").disabled = true;
+    try {
+      await uploadFiles(files);
+    } finally {
+      $("upload").disabled = false;
+      $("upload-file").value = "";
+    }
+  });
+});

@@ -1,0 +1,307 @@
+"""Soak test of the HTTP service: a real server on loopback, a mixed load from several clients.
+
+    .venv/bin/python bench/soak.py [--seconds 60] [--clients 6] [--large-chars 150000]
+
+Starts ``newsdesk serve`` as a subprocess on a free loopback port over a new store in a temporary
+directory (the bundled corpus is seeded at start-up), waits until it is ready, then runs
+``--clients`` threads, each with its own HTTP client, for ``--seconds``. Each picks its next
+request at random: asks, searches, briefs (of an article or a topic), small JSON articles
+(``POST /v1/articles``), small uploads, large uploads (at most one in flight; ``--large-chars``
+of text), and deletions of the articles the soak added. An upload is polled at its job until
+done. Then it prints the requests by status, p50/p95 per route, the longest time a small ingest
+took while a large upload was running (a JSON article's request, or a small upload's job from
+202 to done), and the server's RSS once ready, a quarter into the run (after warm-up) and at the
+end. Exit code 1 on any 5xx, transport error or failed job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve import free_port, wait_ready  # bench/serve.py
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "corpus"
+QUESTIONS = [
+    "Which club beat Inter Milan in the Champions League final?",
+    "How many civilians were killed overnight?",
+    "What did the Fed do with interest rates?",
+    "Who won the Nobel Prize in Physics?",
+    "How many people died in the Myanmar earthquake?",
+    "What fines did the EU give Apple and Meta?",
+]
+TOPICS = ["Kursk", "interest rates", "wildfires in Los Angeles", "tariffs"]
+SEARCHES = ["earthquake death toll", "Champions League final", "Copernicus warmest year", "midair collision"]
+ACTIONS = {  # weights
+    "ask": 30,
+    "search": 20,
+    "brief": 12,
+    "post": 12,
+    "upload_small": 10,
+    "upload_large": 4,
+    "delete": 12,
+}
+JOB_POLL_S = 0.5
+RSS_EVERY_S = 1.0
+
+
+@dataclass
+class Soak:
+    url: str
+    large_chars: int
+    deadline: float
+    rng: random.Random
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)  # ids the soak may delete
+    large_running: bool = False
+    large_spans: list[tuple[float, float]] = field(default_factory=list)
+    small_ingests: list[tuple[str, float, float]] = field(default_factory=list)  # (what, started, finished)
+    article_ids: list[str] = field(default_factory=list)
+    serial: int = 0
+
+    def next_serial(self) -> int:
+        with self.lock:
+            self.serial += 1
+            return self.serial
+
+    def call(self, http: httpx.Client, route: str, method: str, path: str, **kwargs: object) -> httpx.Response | None:
+        started = time.perf_counter()
+        try:
+            response = http.request(method, path, **kwargs)  # type: ignore[arg-type]
+        except httpx.HTTPError as error:
+            with self.lock:
+                self.failures.append(f"{route}: {type(error).__name__}: {error}")
+                self.statuses[(route, 0)] += 1
+            return None
+        with self.lock:
+            self.latencies[route].append(time.perf_counter() - started)
+            self.statuses[(route, response.status_code)] += 1
+            if response.status_code >= 500:
+                self.failures.append(f"{route}: {response.status_code} {response.text[:300]}")
+        return response
+
+
+def small_article(serial: int) -> dict[str, str]:
+    return {
+        "title": f"Harbour Ferry Timetable Changes, Notice {serial}",
+        "source": "Soak Gazette",
+        "published_at": "2025-06-02",
+        "body": (
+            f"The harbour authority announced timetable change number {serial} on Monday. Ferries to the "
+            f"outer islands will leave {serial % 50 + 5} minutes later from June, the authority said, "
+            "because of dredging work at the north pier. Commuters' groups asked for an earlier first sailing."
+        ),
+    }
+
+
+def large_article(serial: int, characters: int) -> str:
+    paragraphs = [p for path in sorted(CORPUS.glob("*.txt")) for p in path.read_text().split("\n\n")[2:] if p.strip()]
+    body: list[str] = []
+    while sum(map(len, body)) < characters:
+        body.append(f"Archive {serial}, part {len(body)}. {paragraphs[len(body) % len(paragraphs)]}")
+    return f"Title: Long Read {serial}\nSource: Soak Archive\nPublished: 2025-06-01\n\n" + "\n\n".join(body)
+
+
+def wait_for_job(soak: Soak, http: httpx.Client, accepted: httpx.Response) -> bool:
+    """Poll the job until it is done or failed; True when done."""
+    location = accepted.headers["Location"]
+    give_up = soak.deadline + 600
+    while time.monotonic() < give_up:
+        polled = soak.call(http, "GET /v1/jobs/{id}", "GET", location)
+        if polled is not None and polled.status_code == 200:
+            job = polled.json()
+            if job["status"] == "done":
+                with soak.lock:
+                    soak.added.append(job["article"]["id"])
+                return True
+            if job["status"] == "failed":
+                with soak.lock:
+                    soak.failures.append(f"job {job['file']} failed: {job['error']}")
+                return False
+        time.sleep(JOB_POLL_S)
+    return False
+
+
+def act(soak: Soak, http: httpx.Client, action: str) -> None:
+    rng = soak.rng
+    if action == "ask":
+        soak.call(http, "POST /v1/ask", "POST", "/v1/ask", json={"question": rng.choice(QUESTIONS)})
+    elif action == "search":
+        soak.call(http, "GET /v1/search", "GET", "/v1/search", params={"q": rng.choice(SEARCHES), "k": 5})
+    elif action == "brief":
+        if rng.random() < 0.5 and soak.article_ids:
+            body = {"article_id": rng.choice(soak.article_ids)}
+        else:
+            body = {"topic": rng.choice(TOPICS)}
+        soak.call(http, "POST /v1/brief", "POST", "/v1/brief", json=body)
+    elif action == "post":
+        started = time.monotonic()
+        response = soak.call(http, "POST /v1/articles", "POST", "/v1/articles", json=small_article(soak.next_serial()))
+        if response is not None and response.status_code == 201:
+            with soak.lock:
+                soak.added.append(response.json()["id"])
+                soak.small_ingests.append(("POST /v1/articles", started, time.monotonic()))
+    elif action == "upload_small":
+        serial = soak.next_serial()
+        text = f"Title: Ferry Notice {serial}\n\n{small_article(serial)['body']}"
+        started = time.monotonic()
+        accepted = soak.call(
+            http, "POST /v1/articles/upload", "POST", "/v1/articles/upload", files={"file": (f"n{serial}.txt", text)}
+        )
+        if accepted is not None and accepted.status_code == 202 and wait_for_job(soak, http, accepted):
+            with soak.lock:
+                soak.small_ingests.append(("small upload job", started, time.monotonic()))
+    elif action == "upload_large":
+        with soak.lock:
+            if soak.large_running:
+                return
+            soak.large_running = True
+        try:
+            started = time.monotonic()
+            text = large_article(soak.next_serial(), soak.large_chars)
+            accepted = soak.call(
+                http, "POST /v1/articles/upload", "POST", "/v1/articles/upload", files={"file": ("long.txt", text)}
+            )
+            if accepted is not None and accepted.status_code == 202:
+                wait_for_job(soak, http, accepted)
+        finally:
+            with soak.lock:
+                soak.large_running = False
+                soak.large_spans.append((started, time.monotonic()))
+    elif action == "delete":
+        with soak.lock:
+            victim = soak.added.pop(rng.randrange(len(soak.added))) if soak.added else None
+        if victim is not None:
+            soak.call(http, "DELETE /v1/articles/{id}", "DELETE", f"/v1/articles/{victim}")
+
+
+def client(soak: Soak, seed: int) -> None:
+    rng = random.Random(seed)
+    names, weights = list(ACTIONS), list(ACTIONS.values())
+    with httpx.Client(base_url=soak.url, timeout=300) as http:
+        while time.monotonic() < soak.deadline:
+            act(soak, http, rng.choices(names, weights)[0])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def longest_wait_behind_large(soak: Soak) -> tuple[float, str, int]:
+    """The longest small ingest that overlapped a large upload: (seconds, what, how many overlapped)."""
+    overlapping = [
+        (end - start, what)
+        for what, start, end in soak.small_ingests
+        if any(start < large_end and end > large_start for large_start, large_end in soak.large_spans)
+    ]
+    if not overlapping:
+        return 0.0, "none overlapped", 0
+    seconds, what = max(overlapping)
+    return seconds, what, len(overlapping)
+
+
+def report(soak: Soak, rss: list[tuple[float, float]], seconds: float, timings: tuple[float, float]) -> None:
+    """``rss``: (seconds into the run, MB) samples."""
+    print(f"port open after {timings[0]:.1f} s, ready after {timings[1]:.1f} s (seeding the bundled corpus)")
+    total = sum(soak.statuses.values())
+    print(f"{total} requests in {seconds:.0f} s from {len(soak.latencies)} routes")
+    by_status = Counter[int]()
+    for (_, status), count in soak.statuses.items():
+        by_status[status] += count
+    print("by status: " + ", ".join(f"{status or 'transport error'}: {n}" for status, n in sorted(by_status.items())))
+    print(f"{'route':<28} {'n':>5} {'p50':>9} {'p95':>9}  statuses")
+    for route in sorted(soak.latencies):
+        values = soak.latencies[route]
+        statuses = ", ".join(f"{s}: {n}" for (r, s), n in sorted(soak.statuses.items()) if r == route)
+        print(
+            f"{route:<28} {len(values):>5} {statistics.median(values) * 1000:>7.0f}ms "
+            f"{percentile(values, 0.95) * 1000:>7.0f}ms  {statuses}"
+        )
+    longest, what, overlapped = longest_wait_behind_large(soak)
+    print(
+        f"large uploads: {len(soak.large_spans)} ({', '.join(f'{b - a:.0f} s' for a, b in soak.large_spans)}); "
+        f"small ingests during one: {overlapped}, the longest {longest:.2f} s ({what})"
+    )
+    quarter = next(mb for at, mb in rss if at >= seconds / 4)
+    print(
+        f"server RSS: {rss[0][1]:.0f} MB once ready, {quarter:.0f} MB after a quarter of the run, "
+        f"{rss[-1][1]:.0f} MB at the end (peak {max(mb for _, mb in rss):.0f} MB)"
+    )
+    for failure in soak.failures[:20]:
+        print("FAILED", failure)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the clients run")
+    parser.add_argument("--clients", type=int, default=6, help="client threads")
+    parser.add_argument("--large-chars", type=int, default=150_000, help="characters of a large upload")
+    parser.add_argument("--seed", type=int, default=7, help="random seed of the request mix")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="newsdesk-soak-") as tmp:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "NEWSDESK_DATA_DIR": tmp, "NEWSDESK_RATE_LIMIT_PER_MINUTE": "0", "HF_HUB_OFFLINE": "1"}
+        log = Path(tmp) / "server.log"
+        command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        with log.open("w") as log_file:
+            process = subprocess.Popen(command, env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            launched = time.monotonic()
+            while True:
+                try:
+                    httpx.get(f"{url}/healthz", timeout=2)
+                    break
+                except httpx.TransportError:
+                    if process.poll() is not None:
+                        raise SystemExit(f"the server exited: {log.read_text()[-3000:]}") from None
+                    time.sleep(0.05)
+            port_open = time.monotonic() - launched
+            wait_ready(url, process, log, timeout=300)
+            ready = time.monotonic() - launched
+            rss_start = rss_mb(process.pid)
+            soak = Soak(url, args.large_chars, time.monotonic() + args.seconds, random.Random(args.seed))
+            soak.article_ids = [a["id"] for a in httpx.get(f"{url}/v1/articles", params={"limit": 100}).json()]
+            started = time.monotonic()
+            threads = [threading.Thread(target=client, args=(soak, args.seed + n)) for n in range(args.clients)]
+            for thread in threads:
+                thread.start()
+            rss = [(0.0, rss_start)]
+            while any(thread.is_alive() for thread in threads):
+                time.sleep(RSS_EVERY_S)
+                rss.append((time.monotonic() - started, rss_mb(process.pid)))
+            report(soak, rss, time.monotonic() - started, (port_open, ready))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    return 1 if soak.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
