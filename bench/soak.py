@@ -8,7 +8,7 @@ directory (the bundled corpus is seeded at start-up), waits until it is ready, t
 request at random: asks, searches, briefs (of an article or a topic), small JSON articles
 (``POST /v1/articles``), small uploads, large uploads (at most one in flight; ``--large-chars``
 of text), and deletions of the articles the soak added. An upload is polled at its job until
-done. Then it prints the requests by status, p50/p95 per route, the longest time a small ingest
+done. Then it prints the requests by status, p50/p95/max per route, the longest time a small ingest
 took while a large upload was running (a JSON article's request, or a small upload's job from
 202 to done), and the server's RSS once ready, a quarter into the run (after warm-up) and at the
 end. Exit code 1 on any 5xx, transport error or failed job.
@@ -234,13 +234,13 @@ def report(soak: Soak, rss: list[tuple[float, float]], seconds: float, timings: 
     for (_, status), count in soak.statuses.items():
         by_status[status] += count
     print("by status: " + ", ".join(f"{status or 'transport error'}: {n}" for status, n in sorted(by_status.items())))
-    print(f"{'route':<28} {'n':>5} {'p50':>9} {'p95':>9}  statuses")
+    print(f"{'route':<28} {'n':>5} {'p50':>9} {'p95':>9} {'max':>9}  statuses")
     for route in sorted(soak.latencies):
         values = soak.latencies[route]
         statuses = ", ".join(f"{s}: {n}" for (r, s), n in sorted(soak.statuses.items()) if r == route)
         print(
             f"{route:<28} {len(values):>5} {statistics.median(values) * 1000:>7.0f}ms "
-            f"{percentile(values, 0.95) * 1000:>7.0f}ms  {statuses}"
+            f"{percentile(values, 0.95) * 1000:>7.0f}ms {max(values) * 1000:>7.0f}ms  {statuses}"
         )
     longest, what, overlapped = longest_wait_behind_large(soak)
     print(

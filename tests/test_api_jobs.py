@@ -7,16 +7,19 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from langchain_core.embeddings import Embeddings
 from playwright.sync_api import expect, sync_playwright
 
 import app.api.jobs as jobs_module
 from app.api import create_app
+from app.api.batching import BatchingEmbeddings
 from app.api.errors import ApiError
 from app.api.jobs import Jobs
 from app.api.schemas import IngestOut
@@ -196,6 +199,39 @@ def test_shutting_down_stops_a_running_job_between_batches() -> None:
     stopped = jobs.get(job.id)
     assert stopped.status == "failed" and stopped.failure is not None
     assert stopped.failure.message == "the server stopped before this upload was ingested; upload the file again"
+
+
+class HeldModel(Embeddings):
+    """A stand-in model at the true edge: a call of more than one text runs until released."""
+
+    def __init__(self) -> None:
+        self.bulk_running = threading.Event()
+        self.release = threading.Event()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if len(texts) > 1:
+            self.bulk_running.set()
+            self.release.wait(60)
+        return [[float(len(text)), 1.0] for text in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def test_a_question_is_not_queued_behind_an_ingest_batch_of_embeddings() -> None:
+    model = HeldModel()
+    embeddings = BatchingEmbeddings(model)
+    batch = [f"sentence {n} of a long upload" for n in range(492)]  # the tail batch of a 150,000-character one
+    with ThreadPoolExecutor(2) as pool:
+        bulk = pool.submit(embeddings.embed_documents, batch)
+        model.bulk_running.wait(30)
+        question = pool.submit(embeddings.embed_query, "Who won the final?")
+        try:
+            assert question.result(timeout=30) == [18.0, 1.0], "the question waited for the whole batch"
+            assert not bulk.done()
+        finally:
+            model.release.set()
+        assert len(bulk.result()) == 492
 
 
 # -- limits ---------------------------------------------------------------------------------------

@@ -6,7 +6,10 @@ recent texts are kept (an LRU of float32 vectors, ``cache_size`` texts). What is
 goes to the model: threads hand their texts to whichever thread is running the model; it
 embeds everything that queued while the previous call ran, in one call, and hands the
 vectors back. No thread waits for a timer: alone, a request is embedded at once; under
-load, calls grow by themselves, and on a CPU most of a small call is fixed overhead.
+load, calls grow by themselves, and on a CPU most of a small call is fixed overhead. A call
+of ``solo_texts`` or more (an ingest's batch of chunks and sentences, a long brief) gains
+nothing from merging and runs on its own, beside the queue: queued behind it, a question
+waited as long as the whole batch took (20 s for an upload's 492 texts on 2 busy cores).
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ class BatchingEmbeddings(Embeddings):
         max_texts: int = 512,
         cache_size: int = 20_000,
         on_lookup: Callable[[int, int], None] | None = None,
+        solo_texts: int = 64,
     ) -> None:
         """``on_lookup(hits, misses)`` is told the cache outcome of every call."""
         self.inner = inner
         self.max_texts = max_texts
+        self.solo_texts = solo_texts
         self.cache_size = cache_size
         self.on_lookup = on_lookup
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -65,7 +70,7 @@ class BatchingEmbeddings(Embeddings):
         if self.on_lookup:
             self.on_lookup(len(texts) - len(missing), len(missing))
         if missing:
-            vectors = self._embed(missing)
+            vectors = self.inner.embed_documents(missing) if len(missing) >= self.solo_texts else self._embed(missing)
             found.update(zip(missing, vectors, strict=True))
             with self._cache_lock:
                 for text, new in zip(missing, vectors, strict=True):
