@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     )
 
     # Quick Looks briefs (newsdesk brief).
-    brief_bullets: int = Field(5, ge=1, le=12, description="Bullets per brief (Quick Looks use 4 to 8).")
+    brief_bullets: int | None = Field(
+        None, ge=1, le=12, description="Bullets per brief; unset: 4 to 8, picked from the article's length and facts."
+    )
     brief_max_words: int = Field(
         20, ge=6, le=80, description="Extractive bullets longer than this are shortened by cutting whole clauses."
     )

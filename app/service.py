@@ -306,14 +306,23 @@ class Newsdesk:
                 raise InputError("the topic is empty")
             kind, subject, documents = "topic", topic, self._topic_documents(topic, filters)
             if not documents:
-                return Brief(topic, "topic", "extractive", [], notes=["no stored article matches the topic"])
+                return Brief(
+                    topic, "topic", "extractive", [], notes=["no stored article matches the topic"], covered=False
+                )
         count = bullets or self.settings.brief_bullets
         return self.brief_documents(documents, bullets=count, kind=kind, subject=subject, engine=chosen)
 
     def brief_documents(
-        self, documents: list[Document], *, bullets: int, kind: BriefKind, subject: str, engine: EngineName | None
+        self,
+        documents: list[Document],
+        *,
+        bullets: int | None,
+        kind: BriefKind,
+        subject: str,
+        engine: EngineName | None,
     ) -> Brief:
-        """A brief of these documents (articles or ranges of them) by the chosen engine."""
+        """A brief of these documents (articles or ranges of them) by the chosen engine; ``bullets`` None:
+        as many as the documents' length calls for (4 to 8, ``app.brief.length``)."""
 
         def extractive() -> Brief:
             return self.extractive_brief.brief(documents, bullets=bullets, kind=kind, subject=subject)

@@ -11,6 +11,10 @@ Two checks, both must pass:
 2. **Meaning.** Cosine similarity of the claim and the span (the app's embedder,
    all-MiniLM-L6-v2, normalised vectors) is at least ``SUPPORT_THRESHOLD``.
 
+A brief bullet must also be a **complete statement** (``incomplete_statement``, checked when
+``check_many(..., statements=True)``): a verb, a subject before it, no dangling last word, and
+a reported-speech frame ("X said ...") keeping a clause of what was said.
+
 ``SUPPORT_THRESHOLD`` was calibrated with ``calibrate`` on 48 labelled (claim, span,
 supported) pairs written for newsdesk (``tests/data/grounding_pairs.jsonl``: paraphrases,
 clause cuts, re-formatted numbers; unsupported claims on the same topic, swapped numbers,
@@ -161,6 +165,97 @@ def _format_number(value: float) -> str:
     return f"{value:,.0f}" if value.is_integer() else f"{value:,}"
 
 
+# -- complete statements ----------------------------------------------------------------------------
+
+# Verb forms that are finite on their own (auxiliaries, modals, common irregular pasts).
+_FINITE_TEXT = (
+    "is are was were am has have had will would can could may might must shall should do does did isn't "
+    "aren't wasn't weren't hasn't haven't hadn't won't wouldn't can't couldn't don't doesn't didn't "
+    "shouldn't mustn't said told won took made came went got gave fell rose met held left led ran saw sent "
+    "spent struck stood thought brought bought caught began became broke chose drew drove fought found "
+    "flew grew kept knew lost meant paid sought sold spoke stole taught threw understood wrote built felt "
+    "fled flung heard hid laid lay lent shot shook sank sat slid spread stuck swept swung withdrew overtook "
+    "forecast"
+)
+_FINITE = frozenset(_FINITE_TEXT.split())
+# Past tenses spelled like nouns ("a cut", "the cost"): verbs anywhere but at the start of a bullet.
+_NOUN_LIKE_PAST_TEXT = "hit cut set put cost hurt let shut quit spread beat bid read"
+_NOUN_LIKE_PAST = frozenset(_NOUN_LIKE_PAST_TEXT.split())
+# Present-tense verbs that carry no -s after a plural subject ("Forecasters expect more rain").
+_BASE_VERB_TEXT = (
+    "say expect want need plan hope fear remain continue hold face believe think know see agree warn "
+    "urge insist deny reject accept claim estimate predict show suggest discuss take top host meet lead "
+    "win play seek join sign vote launch ask"
+)
+_BASE_VERBS = frozenset(_BASE_VERB_TEXT.split())
+_SUBJECT_PRONOUN_TEXT = "i we they you he she it who"
+_SUBJECT_PRONOUNS = frozenset(_SUBJECT_PRONOUN_TEXT.split())
+# "it's", "they've", "I'm": a contracted verb ("Knight's" is a possessive, not a verb).
+_CONTRACTED_VERB = re.compile(r"(?:'(?:re|ve|m|ll|d)|^(?:it|he|she|that|there|what|who|here|where)'s)$")
+# A statement does not end on these.
+_DANGLING_TEXT = (
+    "a an the and or but nor of than which whose whom whether because while its their his our your my these those"
+)
+_DANGLING = frozenset(_DANGLING_TEXT.split())
+# Reporting verbs whose complement is what was said: "said John Clarke of Berkeley" keeps none of it.
+_SPEECH_FRAME = re.compile(r"\b(?:said|says|say|insisted|insists|argued|argues|told|tells)\b")
+_PASSIVE_BEFORE = re.compile(r"\b(?:is|are|was|were|be|been|being|a|the|have|has|had)\s+$")
+_NOT_S_VERB = re.compile(r"(?:ss|us|is|ics|ous|'s|’s)$")
+_DEMONYM = re.compile(r"(?:ian|ican|ean|ese|ish|man|ch|i)$")  # "Russian territory", "Swedish kronor"
+
+
+def incomplete_statement(text: str) -> str | None:
+    """Why ``text`` is not a complete statement, or None when it is one: it needs a finite verb with a
+    subject before it, must not end on a function word ("... and", "... of the"), and a reported-speech
+    frame must keep a clause of what was said ("X said" + a verb; "..., police said." after a clause)."""
+    words = _bare_words(text)
+    if not words:
+        return "no words"
+    if words[-1].lower() in _DANGLING:
+        return f"it ends on {words[-1]!r}"
+    verbs = _finite_verbs(words)
+    if not verbs:
+        return "no finite verb"
+    if verbs[0] == 0 and words[0].lower() in _FINITE:
+        return f"no subject before {words[0]!r}"
+    for frame in _SPEECH_FRAME.finditer(text):
+        if _PASSIVE_BEFORE.search(text[: frame.start()]):
+            continue  # "is said to ...", "has the final say"
+        said = _bare_words(text[frame.end() :])
+        if frame.group() in {"told", "tells"}:
+            said = said[1:]  # the person told
+        if _finite_verbs(said) or "to" in (w.lower() for w in said):
+            continue  # "X said the talks would resume", "told residents to leave"
+        if not _finite_verbs(_bare_words(text[: frame.start()])):  # not a trailing "..., police said"
+            return f"{frame.group()!r} keeps nothing of what was said"
+    return None
+
+
+def _bare_words(text: str) -> list[str]:
+    words = (w.strip("\"'“”‘’()[],;:.!?—–-") for w in text.split())
+    return [w for w in words if w]
+
+
+def _finite_verbs(words: Sequence[str]) -> list[int]:
+    """Positions of words that can be finite verbs (liberally: a plural noun may pass as a verb)."""
+    positions = []
+    for k, word in enumerate(words):
+        lower = word.lower().replace("’", "'")
+        previous = words[k - 1] if k else ""
+        after_name = k > 1 and previous[:1].isupper() and not _DEMONYM.search(previous)  # "Trump and Zelenskyy discuss"
+        if (
+            lower in _FINITE
+            or _CONTRACTED_VERB.search(lower)
+            or (lower in _NOUN_LIKE_PAST | _BASE_VERBS and k > 0)
+            or (previous.lower() in _SUBJECT_PRONOUNS and word.islower() and lower not in _DANGLING)
+            or (after_name and word.islower() and lower not in STOPWORDS and not lower.endswith("ly"))
+            or (word.islower() and len(lower) > 3 and lower.endswith("ed"))
+            or (word.islower() and len(lower) > 3 and lower.endswith("s") and not _NOT_S_VERB.search(lower))
+        ):
+            positions.append(k)
+    return positions
+
+
 # -- the verifier -------------------------------------------------------------------------------
 
 
@@ -179,9 +274,12 @@ class Verifier:
     def check(self, claim: str, spans: Sequence[str], context: str = "") -> Verdict:
         return self.check_many([(claim, spans)], context)[0]
 
-    def check_many(self, items: Sequence[tuple[str, Sequence[str]]], context: str = "") -> list[Verdict]:
+    def check_many(
+        self, items: Sequence[tuple[str, Sequence[str]]], context: str = "", *, statements: bool = False
+    ) -> list[Verdict]:
         """One verdict per (claim, spans): facts must be in the spans together; meaning is the best
-        similarity to any one span or to all of them joined."""
+        similarity to any one span or to all of them joined. With ``statements`` (brief bullets) a
+        claim must also be a complete statement."""
         texts: list[str] = []
         for claim, spans in items:
             texts.append(claim)
@@ -189,7 +287,10 @@ class Verifier:
             if len(spans) > 1:
                 texts.append(" ".join(spans))
         vectors = self.vectors(texts)
-        return [self._verdict(claim, list(spans), context, vectors) for claim, spans in items]
+        verdicts = [self._verdict(claim, list(spans), context, vectors) for claim, spans in items]
+        if statements:
+            verdicts = [_as_statement(claim, verdict) for (claim, _), verdict in zip(items, verdicts, strict=True)]
+        return verdicts
 
     def remember(self, texts: Sequence[str], vectors: Iterable[Sequence[float]]) -> None:
         """Vectors already computed by the caller (same embedder), so checks do not embed them again."""
@@ -197,7 +298,7 @@ class Verifier:
 
     def similarity(self, a: str, b: str) -> float:
         vectors = self.vectors([a, b])
-        return _cosine(vectors[a], vectors[b])
+        return cosine(vectors[a], vectors[b])
 
     def vectors(self, texts: Iterable[str]) -> dict[str, list[float]]:
         """The vector of each text: from the cache, the rest embedded in one call (and cached)."""
@@ -231,7 +332,7 @@ class Verifier:
         if not spans:
             return Verdict(False, "cites no source text")
         candidates = [*spans, " ".join(spans)] if len(spans) > 1 else spans
-        similarity = max(_cosine(vectors[claim], vectors[s]) for s in candidates)
+        similarity = max(cosine(vectors[claim], vectors[s]) for s in candidates)
         missing = missing_facts(claim, " ".join(spans), context)
         if missing:
             return Verdict(False, f"not in the cited text: {', '.join(missing)}", similarity, tuple(missing))
@@ -242,7 +343,14 @@ class Verifier:
         return Verdict(True, f"numbers, dates and names found; similarity {similarity:.2f}", similarity)
 
 
-def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+def _as_statement(claim: str, verdict: Verdict) -> Verdict:
+    problem = incomplete_statement(claim) if verdict.supported else None
+    if problem is None:
+        return verdict
+    return Verdict(False, f"not a complete statement: {problem}", verdict.similarity)
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b, strict=True))
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
     return dot / norm if norm else 0.0
@@ -330,7 +438,7 @@ def best_span(verifier: Verifier, claim: str, text: str) -> tuple[int, int]:
     if not spans:
         return 0, len(text)
     vectors = verifier.vectors([claim, *(text[s:e] for s, e in spans)])
-    return max(spans, key=lambda span: _cosine(vectors[claim], vectors[text[span[0] : span[1]]]))
+    return max(spans, key=lambda span: cosine(vectors[claim], vectors[text[span[0] : span[1]]]))
 
 
 _COMMON_STARTS_TEXT = (

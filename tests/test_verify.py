@@ -22,6 +22,7 @@ from app.verify import (
     calibrate,
     check_answer,
     entities_in,
+    incomplete_statement,
     missing_facts,
 )
 
@@ -88,6 +89,57 @@ def test_recorded_threshold_is_still_the_calibrated_one(embedder: Embedder) -> N
     predicted = verifier.check_many([(claim, [span]) for claim, span, _ in PAIRS])
     correct = sum(v.supported == label for v, (_, _, label) in zip(predicted, PAIRS, strict=True))
     assert correct / len(PAIRS) == pytest.approx(accuracy)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        # a clause cut that kept the frame of reported speech and cut away the verb of what was said
+        ("The Haldane Maritime Board said Ilse Brandt of the Northern Dockers' Union, Haldane", "keeps nothing"),
+        ("The Haldane Maritime Board said.", "keeps nothing"),
+        ("Mediator Ilse Brandt told reporters on Thursday", "keeps nothing"),
+        ("The union demanded a 9 percent pay rise and", "ends on 'and'"),
+        ("Shipping lines diverted 31 vessels to other harbours of the", "ends on 'the'"),
+        ("The port authority of the northern harbour of Haldane", "no finite verb"),
+        ("Was diverted to other harbours by the shipping lines.", "no subject"),
+    ],
+)
+def test_fragments_are_not_complete_statements(text: str, problem: str) -> None:
+    reason = incomplete_statement(text)
+    assert reason is not None and problem in reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The Haldane Maritime Board said Ilse Brandt and Karl Weber would meet on Thursday.",
+        "The bridge will remain closed to all traffic until Thursday, police said.",
+        "Forecasters expect more rain later in the week.",
+        "Mediator Ilse Brandt told reporters that talks would resume on Thursday.",
+        "Officials told residents to leave their homes before dark.",
+        "The union's leader is said to have rejected the offer.",
+        "Police reported no incidents at the picket lines.",
+        'Brandt said: "We want a deal this week."',
+        "It's the first strike at the port since 2011.",
+        "He is expected to stay on until a new board is sworn in.",
+        "Brandt and Weber discuss the pay offer in Haldane.",
+    ],
+)
+def test_whole_sentences_are_complete_statements(text: str) -> None:
+    assert incomplete_statement(text) is None
+
+
+def test_a_fragment_is_not_a_supported_bullet(embedder: Embedder) -> None:
+    """The fragment holds only words of its span, so facts and meaning pass; as a bullet it is refused."""
+    span = (
+        "The Haldane Maritime Board said Ilse Brandt of the Northern Dockers' Union, Haldane; Karl Weber of the "
+        "Port Authority; and Mira Olsen of the Fish Exporters' Association would meet on Thursday."
+    )
+    fragment = "The Haldane Maritime Board said Ilse Brandt of the Northern Dockers' Union, Haldane"
+    verifier = Verifier(embedder)
+    assert verifier.check(fragment, [span]).supported, "an answer sentence is checked as before"
+    verdict = verifier.check_many([(fragment, [span])], statements=True)[0]
+    assert not verdict.supported and verdict.reason.startswith("not a complete statement")
 
 
 def _passage(text: str, number: int) -> Passage:

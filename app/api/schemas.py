@@ -184,6 +184,9 @@ class BriefOut(BaseModel):
     kind: BriefKind
     engine: EngineName
     degraded: bool = Field(description="True when the LLM failed and this is the extractive brief.")
+    covered: bool = Field(
+        True, description="False when no stored article covers the topic: no bullets; the first note says so."
+    )
     bullets: list[BulletOut]
     dropped: list[DroppedOut] = Field(description="Candidate bullets the verifier rejected.")
     disagreements: list[str] = Field(description="Where the sources of a topic brief disagree.")
@@ -196,6 +199,7 @@ class BriefOut(BaseModel):
             kind=brief.kind,
             engine=brief.engine,
             degraded=brief.degraded,
+            covered=brief.covered,
             bullets=[
                 BulletOut(
                     text=b.text,

@@ -8,7 +8,7 @@ output citing numbered sources, ``app.brief.llm``). Both take ``Document``s: one
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from app.answer import Citation, EngineName
@@ -47,6 +47,16 @@ class Bullet:
     note: str = ""
 
 
+def number_citations(bullets: list[Bullet]) -> None:
+    """Number the bullets' citations 1, 2, ... in reading order; a sentence cited again keeps its number."""
+    numbers: dict[tuple[str, int, int], int] = {}
+    for bullet in bullets:
+        bullet.citations = [
+            replace(c, number=numbers.setdefault((c.article_id, c.start, c.end), len(numbers) + 1))
+            for c in bullet.citations
+        ]
+
+
 @dataclass(frozen=True)
 class Dropped:
     """A bullet the verifier rejected, with its reason."""
@@ -66,6 +76,7 @@ class Brief:
     disagreements: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     degraded: bool = False
+    covered: bool = True  # False: no article covers the topic; the first note says so, naming the closest
 
     @property
     def sources(self) -> list[Citation]:
@@ -75,3 +86,11 @@ class Brief:
             for citation in bullet.citations:
                 seen.setdefault(citation.number, citation)
         return [seen[n] for n in sorted(seen)]
+
+
+def not_covered(brief: Brief, message: str) -> Brief:
+    """``brief`` as the refusal of a topic no article covers: no bullets, the reason first among the notes."""
+    brief.covered = False
+    brief.bullets = []
+    brief.notes.insert(0, message)
+    return brief

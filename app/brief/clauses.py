@@ -10,6 +10,10 @@ bullet is at most ``max_words`` long:
 3. a trailing clause: ", which ...", ", who ...", ", hailing it as ...", "; ...",
    " — ..." (the longest result within the limit is kept).
 
+Every cut must leave a complete statement (``app.verify.incomplete_statement``): a cut that
+leaves "The Academy said John Clarke of the University of California, Berkeley" (the verb of
+what was said cut away) is not made.
+
 Attribution is never cut: a leading clause that says who said it ("According to the
 governor, ") stays, a trailing ", police said." is kept even when the clause before it
 goes, and a tail that disputes or denies ("; Ukraine disputes it") is not dropped.
@@ -18,6 +22,8 @@ goes, and a tail that disputes or denies ("; Ukraine disputes it") is not droppe
 from __future__ import annotations
 
 import re
+
+from app.verify import incomplete_statement
 
 MIN_WORDS = 6
 _ATTRIBUTION = re.compile(
@@ -88,11 +94,18 @@ def shorten(text: str, start: int, end: int, max_words: int) -> Pieces:
     pieces: Pieces = [(start, end)]
     if word_count(text[start:end]) <= max_words:
         return pieces
+    complete = _complete(text, pieces)
     for cut in (_drop_parentheticals, _drop_leading, _drop_inserted):
-        pieces = cut(text, pieces)
+        shorter = cut(text, pieces)
+        if _complete(text, shorter) or not complete:
+            pieces = shorter
         if _words(text, pieces) <= max_words:
             return pieces
-    return _drop_trailing(text, pieces, max_words)
+    return _drop_trailing(text, pieces, max_words, complete=complete)
+
+
+def _complete(text: str, pieces: Pieces) -> bool:
+    return incomplete_statement(join_pieces(text, pieces)) is None
 
 
 def _words(text: str, pieces: Pieces) -> int:
@@ -138,8 +151,9 @@ def _drop_leading(text: str, pieces: Pieces) -> Pieces:
     return remaining
 
 
-def _drop_trailing(text: str, pieces: Pieces, max_words: int) -> Pieces:
-    """Cut the last piece at a clause boundary, keeping a trailing attribution."""
+def _drop_trailing(text: str, pieces: Pieces, max_words: int, *, complete: bool) -> Pieces:
+    """Cut the last piece at a clause boundary, keeping a trailing attribution (and, when the sentence
+    is ``complete``, a complete statement)."""
     ending: Pieces = []
     if len(pieces) > 1 and not any(c.isalnum() for c in text[pieces[-1][0] : pieces[-1][1]]):
         ending, pieces = pieces[-1:], pieces[:-1]  # the full stop left after a cut parenthetical
@@ -157,7 +171,9 @@ def _drop_trailing(text: str, pieces: Pieces, max_words: int) -> Pieces:
             continue  # the tail says who claims or disputes it: keep it
         option = _trim(text, [*head, (last_start, match.start())])
         if _words(text, option) >= MIN_WORDS and not _SUBORDINATE.match(text, option[0][0]):
-            options.append(option + ([(_attach(text, tail[0]))] if tail else []))
+            option += [_attach(text, tail[0])] if tail else []
+            if _complete(text, option) or not complete:
+                options.append(option)
     whole = pieces + ending
     if not options:
         return whole

@@ -11,9 +11,14 @@ Importance of a sentence (each signal scaled to 0..1, weights in ``WEIGHTS``):
 Bullets are chosen by maximal marginal relevance (``MMR_LAMBDA``; near-duplicates above
 ``DUPLICATE_SIMILARITY`` are skipped, but two sentences of an article giving different figures for
 the same thing are two claims, not a repeat), most important first, then shortened by cutting whole
-clauses (``app.brief.clauses``). Topic briefs merge the same fact reported by several articles
-into one bullet citing all of them, note figures that differ between articles, and put events
-in date order. Inputs over ``window_tokens`` are briefed window by window (map) and the
+clauses (``app.brief.clauses``), each a complete statement. Without a bullet count asked for,
+the article's length picks it (``app.brief.length``). Topic briefs first check that the articles
+cover the topic at all (``app.brief.topic``: as ``ask`` refuses, the brief says they do not),
+then merge the same fact reported by several articles into one bullet, citing each article whose
+sentence the verifier finds supports the bullet on its own; an article giving a different figure
+for it is not cited but named in a disagreement note, both claims whole. Two bullets stating
+the same fact (a shared figure counting the same thing) are one: the better-cited stays. Events
+are put in date order. Inputs over ``window_tokens`` are briefed window by window (map) and the
 windows' best candidates ranked together (reduce): every sentence is read, none is cut off.
 Each bullet is checked by the verifier against the sentence(s) it cites.
 """
@@ -29,13 +34,22 @@ import numpy as np
 import numpy.typing as npt
 
 from app.answer import Citation, EngineName
-from app.brief import Brief, BriefKind, Bullet, Document, Dropped
+from app.brief import Brief, BriefKind, Bullet, Document, Dropped, not_covered, number_citations
 from app.brief.clauses import join_pieces, shorten, word_count
+from app.brief.facts import (
+    add_distinct,
+    both_give,
+    differing_figures,
+    disagreement,
+    figures,
+    same_fact,
+    source_label,
+)
+from app.brief.length import default_bullets
+from app.brief.topic import topic_evidence
 from app.chunk import get_encoding
-from app.text.dates import DAY_OF_MONTH
 from app.text.numbers import numbers_in
 from app.text.sentences import split_sentences
-from app.text.terms import STOPWORDS
 from app.verify import Verifier, entities_in
 
 if TYPE_CHECKING:
@@ -50,7 +64,7 @@ LONG_WEIGHTS = {"position": 0.40, "centrality": 0.20, "coverage": 0.40}
 TOPIC_WEIGHTS = {"relevance": 0.45, "position": 0.15, "centrality": 0.20, "coverage": 0.20}
 POSITION_DECAY = 4.0
 MMR_LAMBDA = 0.75
-SPARE_BULLETS = 2
+SPARE_BULLETS = 3
 TOPIC_MIN_RELEVANCE = 0.25  # a topic brief's sentences are at least this close to the query...
 TOPIC_RELATIVE_RELEVANCE = 0.6  # ...and to within this share of the closest sentence
 POSITION_REACH = 3.0  # the position prior's decay grows with (bullets / 3) ** POSITION_REACH
@@ -86,6 +100,25 @@ class _Unit:
     def text(self) -> str:
         return join_pieces(self.doc.article.text, self.pieces)
 
+    @property
+    def claim(self) -> str:
+        """The bullet text when the clause cut kept every figure of the sentence, else the sentence."""
+        return self.text if figures(self.text) >= figures(self.sentence) else self.sentence
+
+
+@dataclass
+class _Group:
+    """A candidate bullet: its sentence, the other articles' sentences stating the same fact, and those
+    giving a different figure for it."""
+
+    head: int
+    same: list[int] = field(default_factory=list)
+    differing: list[int] = field(default_factory=list)
+
+    @property
+    def members(self) -> list[int]:
+        return [self.head, *self.same]
+
 
 @dataclass(frozen=True)
 class _Context:
@@ -114,12 +147,14 @@ class ExtractiveBriefEngine:
         self.window_tokens = window_tokens
         self._encoding = get_encoding(encoding)
 
-    def brief(self, documents: list[Document], *, bullets: int, kind: BriefKind, subject: str) -> Brief:
+    def brief(self, documents: list[Document], *, bullets: int | None, kind: BriefKind, subject: str) -> Brief:
+        """``bullets``: how many; None lets the article's length choose (``default_bullets``)."""
         result = Brief(subject=subject, kind=kind, engine=self.name, bullets=[])
         units = self._units(documents)
         if not units:
             result.notes.append("nothing to brief: no sentences in the input")
             return result
+        bullets = bullets or default_bullets(documents)
         windows = self._windows(units)
         titles = list(dict.fromkeys(d.article.title for d in documents if d.article.title))
         texts = [u.sentence for u in units]
@@ -130,7 +165,11 @@ class ExtractiveBriefEngine:
         context = _Context(
             bullets, {t: everything[len(units) + k] for k, t in enumerate(titles)}, everything[-1] if query else None
         )
-        self.verifier.remember(texts, vectors.tolist())
+        self.verifier.remember(texts + extra, everything.tolist())
+        if query:
+            evidence = topic_evidence(query, documents, self.verifier)
+            if not evidence.covered:
+                return not_covered(result, evidence.refusal(query))
         if len(windows) > 1:
             tokens = sum(self._count(u.sentence) for u in units)
             result.notes.append(
@@ -151,11 +190,13 @@ class ExtractiveBriefEngine:
             shortlist = relevant or shortlist
         # A few spare candidates: a bullet the verifier rejects is replaced, not just lost.
         chosen = self._mmr(units, vectors, shortlist, bullets + SPARE_BULLETS)
-        groups, notes = self._merge(units, vectors, chosen, result) if kind == "topic" else ([[i] for i in chosen], {})
-        result.bullets = self._bullets(units, groups, notes, result, bullets)
+        context_text = " ".join(dict.fromkeys(d.article.text for d in documents))[:20000]
+        groups = self._merge(units, vectors, chosen, context_text) if kind == "topic" else [_Group(i) for i in chosen]
+        result.bullets = self._bullets(units, groups, result, bullets, context_text)
         if kind == "topic" and len({b.event_date for b in result.bullets if b.event_date}) > 1:
             result.bullets.sort(key=lambda b: (b.event_date or "9999", -b.score))
             result.notes.append("bullets in date order: the articles report events on different days")
+        number_citations(result.bullets)
         return result
 
     # -- candidates ---------------------------------------------------------------------------
@@ -258,68 +299,70 @@ class ExtractiveBriefEngine:
 
     # -- topic briefs: one bullet per fact, differing figures noted ------------------------------------
 
-    def _merge(
-        self, units: list[_Unit], vectors: Vectors, chosen: list[int], result: Brief
-    ) -> tuple[list[list[int]], dict[int, str]]:
-        """Attach to each chosen sentence the other articles' sentences stating the same fact; when their
-        figures differ, note it. Returns the groups (head first) and a note per group head."""
-        groups = [[i] for i in chosen]
-        notes: dict[int, str] = {}
-        taken = set(chosen)
-        for group in groups:
-            head = units[group[0]]
+    def _merge(self, units: list[_Unit], vectors: Vectors, chosen: list[int], context: str) -> list[_Group]:
+        """Attach to each chosen sentence the other articles' sentences about the same fact: those repeating
+        it (close in meaning, or the same figure of the same thing) that the verifier finds support it on
+        their own, to cite, and those giving a different figure for it, to note. A repeat may be another
+        chosen sentence: of two bullets citing one sentence, ``_bullets`` keeps the better-cited."""
+        groups: list[_Group] = []
+        attached: set[int] = set()  # to an earlier bullet: not a bullet of its own, nor attached again
+        for i in chosen:
+            if i in attached:
+                continue
+            group = _Group(i)
+            head = units[i]
             for j, other in enumerate(units):
-                if j in taken or other.doc.article.id == head.doc.article.id:
+                if j in attached or other.doc.article.id == head.doc.article.id:
                     continue
-                similarity = float(vectors[group[0]] @ vectors[j])
+                similarity = float(vectors[i] @ vectors[j])
                 if similarity < SAME_FACT_SIMILARITY:
                     continue
-                conflict = _differing_figures(head.sentence, other.sentence)
-                if not conflict and similarity < DUPLICATE_SIMILARITY:
-                    continue
-                group.append(j)
-                taken.add(j)
-                if conflict:
-                    note = f"sources differ: {_label(head)} gives {conflict[0]}; {_label(other)} gives {conflict[1]}"
-                    notes[group[0]] = f"{notes[group[0]]}; {note}" if group[0] in notes else note
-        return groups, notes
+                if differing_figures(head.text, other.sentence):
+                    if not both_give(head.text, head.doc.article.text, other.sentence, other.doc.article.text):
+                        group.differing.append(j)  # (when both articles give both figures: two facts)
+                elif similarity >= DUPLICATE_SIMILARITY or same_fact(head.text, other.sentence):
+                    group.same.append(j)
+            verdicts = self.verifier.check_many([(head.text, [units[j].sentence]) for j in group.same], context)
+            group.same = [j for j, verdict in zip(group.same, verdicts, strict=True) if verdict.supported]
+            attached.update([*group.same, *group.differing])
+            groups.append(group)
+        return groups
 
     # -- bullets -----------------------------------------------------------------------------------------
 
     def _bullets(
-        self, units: list[_Unit], groups: list[list[int]], notes: dict[int, str], result: Brief, wanted: int
+        self, units: list[_Unit], groups: list[_Group], result: Brief, wanted: int, context: str
     ) -> list[Bullet]:
-        """Verify each group's bullet against its cited sentences; keep the first ``wanted`` supported ones,
-        report the rest as dropped, and number the citations of the kept bullets 1, 2, ..."""
-        context = " ".join(dict.fromkeys(units[g[0]].doc.article.text for g in groups))
-        checks = [(units[g[0]].text, [units[i].sentence for i in g]) for g in groups]
-        verdicts = self.verifier.check_many(checks, context[:20000])
-        numbers: dict[tuple[str, int, int], int] = {}
+        """Verify each group's bullet against its own sentence (the others it cites were checked one by one
+        in ``_merge``); keep the first ``wanted`` supported ones stating distinct facts and report the
+        rejected ones as dropped. (Citations are numbered once the bullets are in their final order.)"""
+        checks = [(units[g.head].text, [units[g.head].sentence]) for g in groups]
+        verdicts = self.verifier.check_many(checks, context, statements=True)
         bullets: list[Bullet] = []
+        notes: dict[int, list[str]] = {}
         for group, verdict in zip(groups, verdicts, strict=True):
             if len(bullets) == wanted:
                 break
-            head = units[group[0]]
+            head = units[group.head]
+            cited = [_citation(units[i]) for i in group.members]
             if not verdict.supported:
-                result.dropped.append(Dropped(head.text, verdict.reason, [_citation(0, units[i]) for i in group]))
+                result.dropped.append(Dropped(head.text, verdict.reason, cited))
                 continue
-            citations = []
-            for i in group:
-                key = (units[i].doc.article.id, units[i].start, units[i].end)
-                numbers.setdefault(key, len(numbers) + 1)
-                citations.append(_citation(numbers[key], units[i]))
-            bullets.append(
-                Bullet(
-                    text=head.text,
-                    citations=citations,
-                    verdict=verdict,
-                    pieces=list(head.pieces),
-                    score=round(head.score, 4),
-                    event_date=head.doc.article.published_at[:10],
-                    note=notes.get(group[0], ""),
-                )
+            bullet = Bullet(
+                text=head.text,
+                citations=cited,
+                verdict=verdict,
+                pieces=list(head.pieces),
+                score=round(head.score, 4),
+                event_date=head.doc.article.published_at[:10],
             )
-        result.disagreements = [b.note for b in bullets if b.note]
+            differ = [
+                disagreement((_label(head), head.claim), (_label(units[j]), units[j].claim)) for j in group.differing
+            ]
+            bullet.note = " | ".join(differ)
+            notes[id(bullet)] = differ
+            add_distinct(bullets, bullet)
+        result.disagreements = [note for bullet in bullets for note in notes[id(bullet)]]
         return bullets
 
 
@@ -332,7 +375,7 @@ def _redundancy(units: list[_Unit], vectors: Vectors, i: int, j: int) -> float:
     if (
         similarity >= SAME_FACT_SIMILARITY
         and a.doc.article.id == b.doc.article.id
-        and _differing_figures(a.sentence, b.sentence)
+        and differing_figures(a.sentence, b.sentence)
     ):
         return 0.0
     return similarity
@@ -382,53 +425,16 @@ def _coverage(units: list[_Unit], *, cut: bool) -> list[float]:
     return [value / top for value in raw]
 
 
-def _differing_figures(a: str, b: str) -> tuple[str, str] | None:
-    """The figures two sentences about the same thing give, when they differ (dates and years aside)."""
-    first = {n for n in numbers_in(DAY_OF_MONTH.sub(" ", a)) if not 1900 <= n <= 2100}
-    second = {n for n in numbers_in(DAY_OF_MONTH.sub(" ", b)) if not 1900 <= n <= 2100}
-    if not first or not second or first & second:
-        return None
-    if not _counted(a, first) & _counted(b, second):
-        return None  # figures of different things ("66 drones" and "three people")
-    return _figure_phrase(a, first), _figure_phrase(b, second)
-
-
-def _counted(sentence: str, values: set[float]) -> set[str]:
-    """Stems of the words right after the sentence's figures: what the figures count."""
-    words = [w.strip(",.;:()\"'“”’").lower() for w in sentence.split()]
-    out = set()
-    for k, word in enumerate(words):
-        if numbers_in(word, lenient=True) & values:
-            out |= {w[:5] for w in words[k + 1 : k + 4] if w and w not in STOPWORDS}
-    return out
-
-
-def _figure_phrase(sentence: str, values: set[float]) -> str:
-    """The sentence's words around the figure: "at least four civilians"."""
-    words = sentence.split()
-    for k, word in enumerate(words):
-        if numbers_in(word.strip(",.;:()\"'“”’"), lenient=True) & values:
-            start = k
-            while start > 0 and k - start < 2 and words[start - 1].lower() in _QUALIFIERS:
-                start -= 1
-            return " ".join(words[start : k + 3]).strip(",.;:")
-    return ", ".join(f"{v:g}" for v in sorted(values))
-
-
-_QUALIFIER_TEXT = "at least about around roughly more than nearly some over almost up to fewer less"
-_QUALIFIERS = frozenset(_QUALIFIER_TEXT.split())
-
-
 def _label(unit: _Unit) -> str:
     article = unit.doc.article
-    date = f", {article.published_at[:10]}" if article.published_at else ""
-    return f"{article.source or article.title or article.id}{date}"
+    return source_label(article.source, article.published_at, article.title or article.id)
 
 
-def _citation(number: int, unit: _Unit) -> Citation:
+def _citation(unit: _Unit) -> Citation:
+    """Cite the unit's sentence (numbered by ``number_citations`` once the bullets are final)."""
     article = unit.doc.article
     return Citation(
-        number=number,
+        number=0,
         article_id=article.id,
         title=article.title,
         source=article.source,

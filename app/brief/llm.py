@@ -5,7 +5,13 @@ schema sent as ``response_format`` (``json_schema`` for OpenAI, ``json_object`` 
 schema for llama.cpp and other OpenAI-compatible servers, or only the prompt's instructions;
 ``NEWSDESK_LLM_STRUCTURED_OUTPUT``). Each bullet's citation is the cited source's sentence
 (or two adjacent sentences) closest in meaning to it, quoted with its exact span; the
-verifier then drops bullets the cited text does not support and the Brief reports them.
+verifier then drops bullets the cited text does not support (or that are not complete
+statements) and the Brief reports them. A citation whose quote gives a different figure for the
+bullet's fact is not a citation but a disagreement, noted claim by claim; of several citations,
+only those supporting the bullet on their own are kept (all of them when only together they
+do). Two bullets stating one fact are one, the better-cited. A topic no source covers is
+refused before the model is called (``app.brief.topic``), and without a bullet count asked
+for, the sources' length picks it (``app.brief.length``).
 Sources that do not fit the context window are briefed in further calls (map) and the
 bullets pooled, near-duplicates merged (reduce): nothing is cut off silently.
 A reply that is not the expected JSON is a ``MalformedOutputError``.
@@ -24,7 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.answer import Citation, EngineName
 from app.answer.llm import MESSAGE_OVERHEAD_TOKENS, LLMEngine, format_source
 from app.article import Section
-from app.brief import Brief, BriefKind, Bullet, Document, Dropped
+from app.brief import Brief, BriefKind, Bullet, Document, Dropped, not_covered, number_citations
+from app.brief.facts import add_distinct, differing_figures, disagreement, same_bullet, source_label
+from app.brief.length import default_bullets
+from app.brief.topic import topic_evidence
 from app.chunk import Chunker
 from app.config import Settings
 from app.errors import MalformedOutputError
@@ -96,12 +105,17 @@ class LLMBriefEngine:
         self.prompt = load_prompt("brief", settings.prompts_dir)
         self.chunker = Chunker(settings.chunk_tokens, settings.chunk_overlap_tokens, settings.tokenizer)
 
-    def brief(self, documents: list[Document], *, bullets: int, kind: BriefKind, subject: str) -> Brief:
+    def brief(self, documents: list[Document], *, bullets: int | None, kind: BriefKind, subject: str) -> Brief:
+        """``bullets``: how many; None lets the sources' length choose (``default_bullets``)."""
         result = Brief(subject=subject, kind=kind, engine=self.name, bullets=[])
         passages = [p for doc in documents for p in self._passages(doc)]
         if not passages:
             result.notes.append("nothing to brief: no text in the input; the model was not called")
             return result
+        topic = documents[0].relevance_query if kind == "topic" else ""
+        if topic and not (evidence := topic_evidence(topic, documents, self.verifier)).covered:
+            return not_covered(result, evidence.refusal(topic) + " (the model was not called)")
+        bullets = bullets or default_bullets(documents)
         groups = self._groups(passages, bullets)
         if len(groups) > 1:
             result.notes.append(
@@ -186,27 +200,45 @@ class LLMBriefEngine:
     # -- citations and the verifier -------------------------------------------------------------------
 
     def _verify(self, drafts: list[tuple[str, list[Passage]]], bullets: int, result: Brief) -> list[Bullet]:
-        numbers: dict[tuple[str, int, int], int] = {}
-        cited: list[tuple[str, list[Citation]]] = []
+        cited: list[tuple[str, list[Citation], list[Citation]]] = []  # text, citations, differing ones
         for text, passages in drafts:
             citations = []
             for passage in passages:
                 start, end = best_span(self.verifier, text, passage.text)
-                key = (passage.article_id, passage.start + start, passage.start + end)
-                numbers.setdefault(key, len(numbers) + 1)
-                citations.append(Citation.from_passage(numbers[key], passage, start, end))
-            cited.append((text, citations))
+                citations.append(Citation.from_passage(0, passage, start, end))
+            differing = [c for c in citations if differing_figures(text, c.quote)]
+            agreeing = [c for c in citations if c not in differing]
+            # (cited only by sources giving other figures: checked against them, to be dropped with the reason)
+            cited.append((text, agreeing, differing) if agreeing else (text, citations, []))
         context = " ".join(dict.fromkeys(p.text for _, ps in drafts for p in ps))
-        verdicts = self.verifier.check_many([(t, [c.quote for c in cs]) for t, cs in cited], context)
+        checks: list[tuple[str, list[str]]] = []
+        for text, citations, _ in cited:  # all citations together, then each alone when there are several
+            checks.append((text, [c.quote for c in citations]))
+            checks.extend((text, [c.quote]) for c in citations if len(citations) > 1)
+        verdicts = iter(self.verifier.check_many(checks, context, statements=True))
         kept: list[Bullet] = []
-        for (text, citations), verdict in zip(cited, verdicts, strict=True):
-            if not verdict.supported:
-                result.dropped.append(Dropped(text, verdict.reason, citations))
+        notes: dict[int, list[str]] = {}
+        for text, citations, differing in cited:
+            together = next(verdicts)
+            alone = [next(verdicts) for _ in citations] if len(citations) > 1 else [together]
+            if not together.supported:
+                result.dropped.append(Dropped(text, together.reason, citations + differing))
                 continue
-            duplicate = next((b for b in kept if self.verifier.similarity(b.text, text) >= DUPLICATE_SIMILARITY), None)
-            if duplicate is not None:
-                duplicate.citations.extend(c for c in citations if c not in duplicate.citations)
-                continue
-            if len(kept) < bullets:
-                kept.append(Bullet(text, citations, verdict, event_date=min(c.published_at[:10] for c in citations)))
+            supporting = [(c, v) for c, v in zip(citations, alone, strict=True) if v.supported]
+            citations, verdict = ([c for c, _ in supporting], supporting[0][1]) if supporting else (citations, together)
+            where = "; ".join(dict.fromkeys(source_label(c.source, c.published_at, c.title) for c in citations))
+            bullet = Bullet(text, citations, verdict, event_date=min(c.published_at[:10] for c in citations))
+            notes[id(bullet)] = [
+                disagreement((where, text), (source_label(c.source, c.published_at, c.title), c.quote))
+                for c in differing
+            ]
+            bullet.note = " | ".join(notes[id(bullet)])
+            add_distinct(kept, bullet, self._same)
+        kept = kept[:bullets]
+        result.disagreements = [note for bullet in kept for note in notes[id(bullet)]]
+        number_citations(kept)
         return kept
+
+    def _same(self, a: Bullet, b: Bullet) -> bool:
+        """One fact: a shared figure of the same thing, a sentence both cite, or nearly the same words."""
+        return same_bullet(a, b) or self.verifier.similarity(a.text, b.text) >= DUPLICATE_SIMILARITY

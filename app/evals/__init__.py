@@ -36,7 +36,7 @@ class EvalOptions:
     articles: Path | None = None
     as_of: bool = True
     brief_bullets: int = 3  # CNN/DailyMail references hold 3-4 bullets
-    sample_bullets: int = 8  # the sample article's Quick Looks hold 8
+    sample_bullets: int | None = None  # the default count, picked from the article (its Quick Looks hold 8)
     corpus: Path = CORPUS_DIR
     labels: Path = EVALS_DIR / "corpus"
 

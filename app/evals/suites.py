@@ -196,7 +196,7 @@ def by_type(cases: Sequence[Case]) -> dict[str, dict[str, float]]:
 # -- briefs ------------------------------------------------------------------------------------
 
 
-def brief_of(desk: Newsdesk, documents: list[Document], bullets: int, engine: EngineName) -> Brief:
+def brief_of(desk: Newsdesk, documents: list[Document], bullets: int | None, engine: EngineName) -> Brief:
     subject = documents[0].article.id
     return desk.brief_documents(documents, bullets=bullets, kind="article", subject=subject, engine=engine)
 
@@ -294,7 +294,7 @@ def run_reference_briefs(
     return SuiteResult("briefs", metrics, {}, cases)
 
 
-def run_sample_brief(desk: Newsdesk, path: Path, *, bullets: int, engine: EngineName) -> Case:
+def run_sample_brief(desk: Newsdesk, path: Path, *, bullets: int | None, engine: EngineName) -> Case:
     """Brief the sample article's Deep Look body and compare with its own Quick Looks."""
     article = parse_file(path, max_bytes=desk.settings.max_file_bytes).articles[0]
     body = tuple((s.start, s.end) for s in article.sections if s.name == "body")
