@@ -345,6 +345,16 @@ def serve(
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
 
 
+@cli.command()
+def mcp() -> None:
+    """Serve the Model Context Protocol over stdin and stdout, for desktop agents (logs go to stderr).
+
+    `newsdesk serve` serves it over streamable HTTP at /mcp."""
+    from app.api.mcp import serve_stdio
+
+    serve_stdio(_settings())
+
+
 @contextmanager
 def _stage_progress() -> Iterator[Callable[[str, int, int], None]]:
     """A bar per named stage; yields ``advance(stage, done, total)``."""

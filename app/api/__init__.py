@@ -5,7 +5,7 @@ Nothing is built at import time, and the port opens at once: the app's lifespan 
 ``Newsdesk`` (store, models, engines; the bundled corpus ingested into an empty store) in a
 background thread (``Startup``). Until it is ready, ``/healthz`` answers and ``/readyz`` and the
 routes that need the desk answer 503 saying what start-up is doing. Routes receive all of them
-through ``Depends``.
+through ``Depends``. ``/mcp`` serves the Model Context Protocol (``app.api.mcp``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from app.api.batching import for_server
 from app.api.errors import install_error_handlers
 from app.api.guard import BodyLimit, BodySizeLimit, too_large_message
 from app.api.jobs import Jobs
+from app.api.mcp import McpEndpoint
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.state import Service, Startup
 from app.config import CORPUS_DIR, Settings
@@ -49,6 +50,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
     """The app for these settings. ``embedder``: an already loaded model to share; ``llm``: the LLM
     engine's chat model (tests)."""
     metrics = Metrics()
+    mcp = McpEndpoint(settings)
 
     def build(startup: Startup) -> Newsdesk:
         startup.doing("opening the article store")
@@ -74,7 +76,8 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
         app.state.metrics = metrics
         startup.begin(build)
         try:
-            yield
+            async with mcp.running(startup, app.state.service):  # the MCP session manager
+                yield
         finally:
             await anyio.to_thread.run_sync(jobs.close)
             await anyio.to_thread.run_sync(startup.stop)
@@ -90,6 +93,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
     app.include_router(routes.metrics)
     app.include_router(routes.api)
     app.include_router(chat.router)
+    app.add_route("/mcp", mcp, include_in_schema=False)  # type: ignore[arg-type]  # an ASGI app, served as one
 
     body = BodyLimit(settings.max_body_bytes, too_large_message(settings.max_body_bytes))
     upload = BodyLimit(

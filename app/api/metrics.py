@@ -116,6 +116,6 @@ def _template(scope: Scope) -> str:
     if route:
         return route
     path = str(scope.get("path", ""))
-    if path in DOC_PATHS:  # FastAPI's own routes do not set scope["route"]
+    if path in DOC_PATHS or path == "/mcp":  # FastAPI's own routes and the MCP endpoint do not set scope["route"]
         return path
     return "/static" if path.startswith("/static/") else "unmatched"
