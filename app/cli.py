@@ -7,8 +7,8 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
-from datetime import datetime
+from dataclasses import asdict, fields
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +30,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from app.answer import Answer, EngineName, Turn
+from app.answer import Answer, Citation, EngineName, Turn
 from app.brief import Brief
 from app.config import EVALS_DIR, LOCAL_EMBEDDING_MODEL, Settings
 from app.embed import build_embedder
@@ -51,15 +51,40 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _joined(*parts: str) -> str:
+    """The parts that are there, joined with ' · ' (a missing source, date or author leaves no gap)."""
+    return " · ".join(part for part in parts if part)
+
+
+def _citation_line(citation: Citation) -> str:
+    span = f"{citation.article_id} {citation.start}-{citation.end}"
+    return _joined(citation.title, citation.source, citation.published_at[:10], span)
+
+
 def _settings() -> Settings:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return settings
 
 
+def _articles_per_second(task: Task) -> float:
+    """Articles done over the time since the bar started. (Rich's own speed spans only its last few
+    updates, and the ingestor reports a batch's articles together once its embedding call is done.)"""
+    elapsed = task.elapsed
+    return task.completed / elapsed if elapsed else 0.0
+
+
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:.1f} articles/s")
+        return Text(f"{_articles_per_second(task):,.1f} articles/s")
+
+
+class _RemainingColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        rate = _articles_per_second(task)
+        if task.total is None or not rate:
+            return Text("-:--:--")
+        return Text(str(timedelta(seconds=round((task.total - task.completed) / rate))))
 
 
 class _BarProgress:
@@ -93,12 +118,13 @@ def ingest(
         TextColumn("articles · {task.fields[chunks]} chunks ·"),
         _RateColumn(),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        _RemainingColumn(),
     )
     with Progress(*columns, console=err, disable=as_json) as progress:
         report = desk.ingest_paths(paths, fmt=_format(fmt), progress=_BarProgress(progress))
     if as_json:
-        figures = {key: value for key, value in asdict(report).items() if key != "errors"}
+        # Not asdict(report): it would deep-copy the errors, which cannot be copied.
+        figures = {f.name: getattr(report, f.name) for f in fields(report) if f.name != "errors"}
         out.print_json(json.dumps({**figures, "errors": [str(e) for e in report.errors]}))
     else:
         _print_report(report)
@@ -140,9 +166,15 @@ def list_articles(
     if as_json:
         out.print_json(json.dumps([asdict(r) for r in records]))
         return
-    table = Table("id", "published", "source", "title", "chunks")
+    table = Table()
+    # The id is whole, never cut or folded, so it can be copied into 'show' and 'brief'.
+    table.add_column("id", no_wrap=True, min_width=max((len(r.id) for r in records), default=2))
+    table.add_column("published", no_wrap=True, min_width=10)
+    table.add_column("source")
+    table.add_column("title", ratio=1)
+    table.add_column("chunks", no_wrap=True, justify="right")
     for r in records:
-        table.add_row(r.id, r.published_at[:10], r.source, escape(r.title), str(r.chunk_count))
+        table.add_row(escape(r.id), r.published_at[:10], escape(r.source), escape(r.title), str(r.chunk_count))
     out.print(table)
     out.print(f"{desk.stats().articles} articles stored")
 
@@ -158,7 +190,7 @@ def show(
         out.print_json(json.dumps(asdict(article)))
         return
     out.print(f"[bold]{escape(article.title)}[/bold]")
-    out.print(f"{article.source} · {article.published_at} · {article.author} · {article.url}")
+    out.print(escape(_joined(article.source, article.published_at, article.author, article.url)))
     out.print(f"id {article.id}")
     if article.quick_looks:
         out.print("\n[bold]Quick Looks[/bold]")
@@ -205,10 +237,7 @@ def _print_answer(answer: Answer) -> None:
     if answer.degraded:
         out.print("[yellow](degraded: the LLM was unavailable; extractive answer)[/yellow]")
     for citation in answer.citations:
-        out.print(
-            f"[dim][{citation.number}] {escape(citation.title)} · {escape(citation.source)} · "
-            f"{citation.published_at[:10]} · {citation.article_id} {citation.start}-{citation.end}[/dim]"
-        )
+        out.print(f"[dim]{escape(f'[{citation.number}] {_citation_line(citation)}')}[/dim]")
     for note in answer.notes:
         out.print(f"[dim]note: {escape(note)}[/dim]")
 
@@ -292,11 +321,7 @@ def _print_brief(result: Brief) -> None:
     if not result.bullets:
         out.print("[yellow]no bullets[/yellow]")
     for citation in result.sources:
-        out.print(
-            f"[dim][{citation.number}] {escape(citation.title)} · {escape(citation.source)} · "
-            f"{citation.published_at[:10]} · {citation.article_id} {citation.start}-{citation.end}: "
-            f"{escape(citation.quote)}[/dim]"
-        )
+        out.print(f"[dim]{escape(f'[{citation.number}] {_citation_line(citation)}: {citation.quote}')}[/dim]")
     for dropped in result.dropped:
         out.print(f"[yellow]dropped (unsupported): {escape(dropped.text)} ({escape(dropped.reason)})[/yellow]")
     for note in result.notes:

@@ -38,6 +38,47 @@ _BULLET = re.compile(r"^\s*[-•*]\s+")
 _FRONT_MATTER_KEYS = ("id", "title", "source", "url", "published_at", "date", "author")
 
 
+@dataclass(frozen=True)
+class _BinaryFormat:
+    """A document format people try to ingest that is not text, known by its extension or first bytes."""
+
+    what: str
+    advice: str  # may use {name}, {txt} and {md}: the file's name, and names for its converted copies
+    extensions: tuple[str, ...]
+    magic: tuple[bytes, ...] = ()
+
+
+BINARY_FORMATS = (
+    _BinaryFormat(
+        "a PDF",
+        "PDFs are not supported; convert it to text or HTML first (for example 'pdftotext {name} {txt}') "
+        "and ingest that file",
+        (".pdf",),
+        (b"%PDF-",),
+    ),
+    _BinaryFormat(
+        "a word-processor document",
+        "Word, OpenDocument and RTF files are not supported; save it as plain text (.txt) or HTML (.html), "
+        "or convert it (for example 'pandoc {name} -o {md}'), and ingest that file",
+        (".docx", ".doc", ".odt", ".rtf", ".pages"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", b"{\\rtf"),
+    ),
+    _BinaryFormat(
+        "an image",
+        "images are not supported; newsdesk reads article text (.txt, .md, .html, .jsonl)",
+        (".png", ".jpg", ".jpeg", ".gif", ".webp", ".tif", ".tiff", ".heic"),
+        (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*"),
+    ),
+    _BinaryFormat(
+        "an archive",
+        "archives are not supported; unpack it and ingest the folder (a .docx, .xlsx or .epub is a ZIP "
+        "archive too: save those as text or HTML)",
+        (".zip", ".gz", ".tgz", ".7z", ".xlsx", ".pptx", ".epub"),
+        (b"PK\x03\x04", b"\x1f\x8b", b"7z\xbc\xaf\x27\x1c"),
+    ),
+)
+
+
 @dataclass
 class ParsedFile:
     path: Path
@@ -98,6 +139,7 @@ def read_text(path: Path, max_bytes: int) -> str:
         data = path.read_bytes()
     except OSError as error:
         raise ParseError(name, f"cannot read file ({error.strerror})") from error
+    check_not_binary_document(path, data)
     if b"\x00" in data[:8192]:
         raise ParseError(name, "looks like a binary file (it contains NUL bytes); expected UTF-8 text")
     try:
@@ -110,6 +152,25 @@ def read_text(path: Path, max_bytes: int) -> str:
     if not text.strip():
         raise ParseError(name, "file is empty")
     return text
+
+
+def check_not_binary_document(path: Path, data: bytes) -> None:
+    """ParseError saying what a PDF, Word file, image or archive is and how to get text out of it.
+
+    The extension decides first (a .docx is a ZIP archive inside), then the first bytes."""
+    suffix = path.suffix.lower()
+    found = next((f for f in BINARY_FORMATS if suffix in f.extensions), None) or next(
+        (f for f in BINARY_FORMATS if data.startswith(f.magic)), None
+    )
+    if found is not None:
+        advice = found.advice.format(name=path.name, txt=_converted_name(path, ".txt"), md=_converted_name(path, ".md"))
+        raise ParseError(str(path), f"this is {found.what}, not text: {advice}")
+
+
+def _converted_name(path: Path, suffix: str) -> str:
+    """A name for a text copy of ``path`` that is not ``path`` itself."""
+    same = path.suffix.lower() == suffix
+    return f"{path.stem}.converted{suffix}" if same else path.with_suffix(suffix).name
 
 
 def _format_for(path: Path) -> Format:
@@ -282,39 +343,78 @@ def parse_html(raw: str, *, origin: str, fallback_title: str = "") -> Article:
     )
 
 
+# What json's messages mean, in words (the decoder's own message is used for any other).
+_JSON_PROBLEMS = {
+    "Expecting value": "a value is missing or is not JSON (text goes in double quotes; true, false, null are "
+    "lower case)",
+    "Expecting property name enclosed in double quotes": "a key must be in double quotes, and there must be no "
+    "comma before a closing brace",
+    "Expecting ',' delimiter": "a comma is missing between two items",
+    "Expecting ':' delimiter": "a colon is missing after a key",
+    "Unterminated string starting at": "the string that starts there is never closed with a double quote",
+    "Invalid control character at": "a string holds a raw line break or tab; write it as \\n or \\t",
+    "Invalid \\escape": "a backslash starts an unknown escape; write a backslash as \\\\",
+    "Invalid \\uXXXX escape": "a \\u escape needs four hex digits",
+    "Extra data": "something follows the end of the JSON value (one record per line in JSON Lines)",
+}
+
+
+def json_problem(error: json.JSONDecodeError, *, line: int | None = None) -> str:
+    """'not valid JSON at line L, column C: <what is wrong, in words>' (``line`` given: 'at column C')."""
+    where = f"column {error.colno}" if line is not None else f"line {error.lineno}, column {error.colno}"
+    return f"not valid JSON at {where}: {_JSON_PROBLEMS.get(error.msg, error.msg)}"
+
+
 def parse_records(raw: str, *, origin: str) -> Iterator[Article | ParseError]:
-    """JSON Lines (or one JSON array/object) of {id, title, source, published_at, url, body}."""
-    stripped = raw.lstrip()
-    if stripped.startswith("["):
-        try:
-            items = json.loads(raw)
-        except json.JSONDecodeError as error:
-            yield ParseError(origin, f"not valid JSON ({error.msg} at line {error.lineno})")
+    """JSON Lines, or one JSON array or object (over any number of lines), of
+    {id, title, source, published_at, url, body}. Errors name the file and the line (or array item)."""
+    numbered: Iterable[tuple[str, int, Any]]
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as error:
+        if _is_json_lines(raw):
+            numbered = _json_lines(raw)
+        else:
+            yield ParseError(origin, json_problem(error))
             return
-        numbered: Iterable[tuple[int, Any]] = enumerate(items, start=1)
-        label = "item"
     else:
-        numbered = _json_lines(raw)
-        label = "line"
-    for number, record in numbered:
-        where = f"{origin}:{number}" if label == "line" else f"{origin}[{number}]"
+        if isinstance(document, list):
+            numbered = (("item", n, item) for n, item in enumerate(document, start=1))
+        else:  # one record, on one line (JSON Lines) or over several
+            numbered = [("line", raw[: len(raw) - len(raw.lstrip())].count("\n") + 1, document)]
+    for label, number, record in numbered:
+        where = f"{origin}, {label} {number}"
         if isinstance(record, ParseError):
             yield ParseError(where, record.problem)
             continue
         try:
-            yield parse_record(record, origin=where)
+            yield parse_record(record, origin=f"{origin}:{number}" if label == "line" else f"{origin}[{number}]")
         except ParseError as error:
-            yield error
+            yield ParseError(where, error.problem)
 
 
-def _json_lines(raw: str) -> Iterator[tuple[int, Any]]:
+def _is_json_lines(raw: str) -> bool:
+    """Not an array, and more than one line, one of which is a whole JSON object: JSON Lines (with bad
+    lines), not one broken document."""
+    lines = [line for line in raw.split("\n") if line.strip()]
+    return not raw.lstrip().startswith("[") and len(lines) > 1 and any(_is_json_object(line) for line in lines)
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _json_lines(raw: str) -> Iterator[tuple[str, int, Any]]:
     for number, line in enumerate(raw.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            yield "line", number, json.loads(line)
         except json.JSONDecodeError as error:
-            yield number, ParseError("", f"not valid JSON ({error.msg} at column {error.colno})")
+            yield "line", number, ParseError("", json_problem(error, line=number))
 
 
 def parse_record(record: Any, *, origin: str) -> Article:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -72,7 +74,7 @@ def test_bad_files_fail_alone_and_leave_the_store_untouched(tmp_path: Path) -> N
     result = run(["ingest", str(tmp_path / "in")], data)
     assert result.returncode == 1
     assert "binary.txt: looks like a binary file" in result.stderr
-    assert "broken.jsonl:2: not valid JSON" in result.stderr
+    assert "broken.jsonl, line 2: not valid JSON at column 2: a key must be in double quotes" in result.stderr
     assert "Traceback" not in result.stderr
     after = json.loads(run(["stats", "--json"], data).stdout)
     assert after["articles"] == before["articles"] + 1, "the good record still went in"
@@ -137,3 +139,153 @@ def test_sigkill_mid_ingest_then_rerun_finishes_without_duplicates(tmp_path: Pat
     assert {(m["article_id"], m["fingerprint"]) for m in metas} == {(r.id, r.fingerprint) for r in records}
     unchanged = json.loads(run(["ingest", str(tmp_path / "corpus"), "--json"], data).stdout)
     assert (unchanged["unchanged"], unchanged["chunks_embedded"]) == (len(records), 0)
+
+
+@dataclass
+class Ingested:
+    data: Path
+    result: subprocess.CompletedProcess[str]
+    articles: int
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> Ingested:
+    """The bundled corpus ingested once by a real ``newsdesk ingest``."""
+    root = tmp_path_factory.mktemp("cli-corpus")
+    files = copy_corpus(root / "corpus")
+    result = run(["ingest", str(root / "corpus")], root / "data")
+    assert result.returncode == 0, result.stderr
+    return Ingested(root / "data", result, len(files))
+
+
+def test_ingest_rate_is_articles_over_the_time_elapsed(ingested: Ingested) -> None:
+    """The bar's articles/s agrees with its own count and elapsed time (it printed 100,418/s for a run
+    doing 0.7/s: rich's speed spans only the last burst of updates)."""
+    bars = re.findall(
+        r"(\d+)/\d+ articles · \d+ chunks · ([\d,.]+) articles/s (\d+):(\d\d):(\d\d)", ingested.result.stderr
+    )
+    assert bars, ingested.result.stderr
+    done, rate_text, hours, minutes, seconds = bars[-1]
+    assert int(done) == ingested.articles
+    rate = float(rate_text.replace(",", ""))
+    elapsed = int(hours) * 3600 + int(minutes) * 60 + int(seconds)  # whole seconds, rounded down
+    assert ingested.articles / (elapsed + 1) - 0.05 <= rate
+    if elapsed:
+        assert rate <= ingested.articles / elapsed + 0.05
+
+
+def test_articles_prints_ids_whole_in_a_narrow_terminal(ingested: Ingested) -> None:
+    ids = [a["id"] for a in json.loads(run(["articles", "--json"], ingested.data).stdout)]
+    table = run(["articles"], ingested.data, COLUMNS="60")
+    assert table.returncode == 0, table.stderr
+    printed = re.findall(r"^│ (\S+)", table.stdout, re.MULTILINE)
+    assert printed == ids, "every id on one line, whole, ready to copy into 'show' and 'brief'"
+    shown = run(["show", printed[0]], ingested.data)
+    assert shown.returncode == 0 and f"id {ids[0]}" in shown.stdout
+
+
+def test_topic_brief_numbers_citations_in_reading_order(ingested: Ingested) -> None:
+    """Bullets put in date order keep their citations numbered 1, 2, ... as they are read."""
+    topic = "civilians killed in overnight Russian strikes on Ukraine"
+    brief = json.loads(run(["brief", "--topic", topic, "--json"], ingested.data).stdout)
+    assert "bullets in date order: the articles report events on different days" in brief["notes"]
+    numbers = [c["number"] for b in brief["bullets"] for c in b["citations"]]
+    assert numbers == first_appearance_order(numbers)
+    assert [c["number"] for c in brief["sources"]] == list(range(1, max(numbers) + 1))
+    printed = run(["brief", "--topic", topic], ingested.data).stdout
+    bullet_marks = [
+        int(n) for line in printed.splitlines() if line.startswith("- ") for n in re.findall(r"\[(\d+)\]", line)
+    ]
+    assert bullet_marks == numbers
+
+
+def first_appearance_order(numbers: list[int]) -> list[int]:
+    """``numbers`` renumbered 1, 2, ... in order of first appearance."""
+    seen: dict[int, int] = {}
+    return [seen.setdefault(n, len(seen) + 1) for n in numbers]
+
+
+def test_missing_source_fields_are_left_out(tmp_path: Path) -> None:
+    """Records without a date: no '(Newslooks, )' in the answer, no empty '·  ·' in the listings."""
+    records = [
+        {
+            "id": "crash-a",
+            "title": "Bridge Crash Injures Commuters",
+            "source": "Newslooks",
+            "body": "Officials said 12 people were injured when a bus hit the Orwell bridge railing on Monday.",
+        },
+        {
+            "id": "crash-b",
+            "title": "Hospital Counts Bridge Crash Injured",
+            "source": "Harbor Ledger",
+            "body": "Hospital staff said 19 people were injured when a bus hit the Orwell bridge railing on Monday.",
+        },
+    ]
+    feed = tmp_path / "crash.jsonl"
+    feed.write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
+    data = tmp_path / "data"
+    assert run(["ingest", str(feed)], data).returncode == 0
+
+    answer = run(["ask", "How many people were injured when the bus hit the Orwell bridge?"], data)
+    assert answer.returncode == 0, answer.stderr
+    assert "Sources differ" in answer.stdout, answer.stdout
+    assert "(Newslooks)" in answer.stdout and "(Harbor Ledger)" in answer.stdout
+    brief = run(["brief", "crash-a"], data)
+    shown = run(["show", "crash-a"], data)
+    for output in (answer.stdout, brief.stdout, shown.stdout):
+        assert ", )" not in output and "()" not in output
+        assert not re.search(r"·\s+·", output), output
+    assert "Bridge Crash Injures Commuters · Newslooks · crash-a" in answer.stdout + brief.stdout
+    assert "Newslooks\n" in shown.stdout, "only the fields the article has"
+
+
+def test_pdf_and_other_documents_say_they_are_not_supported(tmp_path: Path) -> None:
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n")
+    renamed = tmp_path / "scan.txt"  # known by its first bytes, whatever its name
+    renamed.write_bytes(b"%PDF-1.4\n%\xc7\xec\x8f\xa2\n")
+    docx = tmp_path / "letter.docx"
+    docx.write_bytes(b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00[Content_Types].xml")
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01")
+    result = run(["ingest", str(pdf), str(renamed), str(docx), str(photo)], tmp_path / "data")
+    assert result.returncode == 1
+    errors = " ".join(result.stderr.split())  # rich wraps long lines
+    assert f"{pdf}: this is a PDF, not text: PDFs are not supported; convert it to text or HTML first" in errors
+    assert "pdftotext report.pdf report.txt" in errors
+    assert f"{renamed}: this is a PDF" in errors
+    assert f"{docx}: this is a word-processor document" in errors and "pandoc letter.docx -o letter.md" in errors
+    assert f"{photo}: this is an image" in errors
+    assert "UTF-8" not in errors and "Traceback" not in errors
+
+
+def test_malformed_json_records_are_reported_in_words(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(
+        '{"id": "ok-1", "body": "The council met on Monday."}\n'
+        '{"id": "bad-2", "body": "Trailing comma here.",}\n'
+        "{'id': 'bad-3', 'body': 'Single quotes.'}\n"
+        '{"id": "bad-4", "body": "Never closed.}\n',
+        encoding="utf-8",
+    )
+    array = tmp_path / "array.json"
+    array.write_text('[\n  {"id": "a-1", "body": "First."}\n  {"id": "a-2", "body": "Second."}\n]\n', encoding="utf-8")
+    pretty = tmp_path / "one.json"
+    pretty.write_text(
+        json.dumps({"id": "pretty-1", "body": "One record over several lines."}, indent=2), encoding="utf-8"
+    )
+    data = tmp_path / "data"
+    result = run(["ingest", str(feed), str(array), str(pretty), "--json"], data)
+    assert result.returncode == 1
+    errors = json.loads(result.stdout)["errors"]
+    assert errors == [
+        f"{feed}, line 2: not valid JSON at column 48: a key must be in double quotes, and there must be no comma "
+        "before a closing brace",
+        f"{feed}, line 3: not valid JSON at column 2: a key must be in double quotes, and there must be no comma "
+        "before a closing brace",
+        f"{feed}, line 4: not valid JSON at column 25: the string that starts there is never closed with a "
+        "double quote",
+        f"{array}: not valid JSON at line 3, column 3: a comma is missing between two items",
+    ]
+    stored = {a["id"] for a in json.loads(run(["articles", "--json"], data).stdout)}
+    assert stored == {"ok-1", "pretty-1"}, "the good line and the pretty-printed object went in"

@@ -142,12 +142,49 @@ def test_jsonl_records_keep_their_ids_and_bad_lines_are_reported(tmp_path: Path)
     parsed = parse_file(write(tmp_path, "feed.jsonl", "\n".join(lines)), max_bytes=MB)
     assert parsed.articles[0].id == "rec-1"
     assert len(parsed.articles) == 2
-    problems = {e.source.rsplit(":", 1)[1]: e.problem for e in parsed.errors}
+    problems = {e.source.rsplit(" line ", 1)[1]: e.problem for e in parsed.errors}
     assert set(problems) == {"2", "3", "4", "5"}
     assert "not valid JSON" in problems["2"]
     assert "no 'body'" in problems["3"]
     assert "JSON object" in problems["4"]
     assert "not a date" in problems["5"]
+    assert parsed.errors[0].source == f"{tmp_path / 'feed.jsonl'}, line 2"
+    assert [a.origin for a in parsed.articles] == [f"{tmp_path / 'feed.jsonl'}:{n}" for n in (1, 6)]
+
+
+def test_one_json_object_over_several_lines_is_one_record(tmp_path: Path) -> None:
+    record = {"id": "pretty", "title": "Pretty", "body": "Indented JSON is still one record."}
+    parsed = parse_file(write(tmp_path, "one.json", "\n" + json.dumps(record, indent=2)), max_bytes=MB)
+    assert parsed.errors == []
+    [article] = parsed.articles
+    assert (article.id, article.origin) == ("pretty", f"{tmp_path / 'one.json'}:2")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            '[\n  {"body": "a"}\n  {"body": "b"}\n]',
+            "not valid JSON at line 3, column 3: a comma is missing between two items",
+        ),
+        (
+            '{\n  "body": "a",\n}',
+            "not valid JSON at line 3, column 1: a key must be in double quotes, and there must be no comma "
+            "before a closing brace",
+        ),
+        ('{\n  "body" "a"\n}', "not valid JSON at line 2, column 10: a colon is missing after a key"),
+        (
+            '[{"body": tru}]',
+            "not valid JSON at line 1, column 11: a value is missing or is not JSON (text goes in double quotes; "
+            "true, false, null are lower case)",
+        ),
+    ],
+)
+def test_broken_json_document_is_one_error_in_words(tmp_path: Path, content: str, message: str) -> None:
+    path = write(tmp_path, "feed.json", content)
+    parsed = parse_file(path, max_bytes=MB)
+    assert parsed.articles == []
+    assert [str(e) for e in parsed.errors] == [f"{path}: {message}"]
 
 
 @pytest.mark.parametrize(
@@ -155,11 +192,25 @@ def test_jsonl_records_keep_their_ids_and_bad_lines_are_reported(tmp_path: Path)
     [
         ("empty.txt", "", "file is empty"),
         ("blank.md", "  \n\n \t\n", "file is empty"),
-        ("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+        ("image.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "this is an image, not text: images are not supported"),
+        ("blob.txt", b"\x00\x01\x02", "binary"),
         ("latin1.txt", "Caf\xe9 prices rose.".encode("latin-1"), "not valid UTF-8"),
         ("open.md", "---\ntitle: x\nbody without closing", "never closed"),
         ("list.md", "---\n- a\n- b\n---\ntext", "key: value"),
-        ("deck.pdf", "%PDF-1.4", "unsupported file type"),
+        ("deck.pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3", "this is a PDF, not text: PDFs are not supported"),
+        (
+            "deck.txt",
+            b"%PDF-1.4\n%\xe2\xe3\xcf\xd3",
+            "convert it to text or HTML first (for example 'pdftotext deck.txt deck.converted.txt')",
+        ),
+        ("empty.pdf", "", "PDFs are not supported"),
+        ("memo.docx", b"PK\x03\x04\x14\x00\x06\x00", "Word, OpenDocument and RTF files are not supported"),
+        ("memo.rtf", "{\\rtf1\\ansi Hello}", "this is a word-processor document"),
+        ("old.doc", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\x00", "this is a word-processor document"),
+        ("photo.jpeg", b"\xff\xd8\xff\xe0\x00\x10JFIF", "this is an image"),
+        ("bundle.txt", b"PK\x03\x04\x14\x00", "this is an archive, not text: archives are not supported; unpack it"),
+        ("feed.jsonl", b"\x1f\x8b\x08\x00", "this is an archive"),
+        ("weird.bin", "just text", "unsupported file type '.bin'"),
         ("half.txt", "A/ B/ C/ D/ E/ summary\n\nDeep Look\n", "body is empty"),
     ],
 )

@@ -46,6 +46,11 @@ class Citation:
             end=passage.start + end,
         )
 
+    @property
+    def where(self) -> str:
+        """'source, YYYY-MM-DD', leaving out whichever is missing (empty when both are)."""
+        return ", ".join(part for part in (self.source, self.published_at[:10]) if part)
+
 
 @dataclass(frozen=True)
 class Turn:

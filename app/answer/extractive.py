@@ -341,7 +341,7 @@ def _citation(number: int, candidate: _Candidate) -> Citation:
 def _compose(question: str, passages: list[Passage], chosen: list[_Candidate], disagree: bool) -> Answer:
     citations = [_citation(n, c) for n, c in enumerate(chosen, 1)]
     if disagree:
-        lines = [f"{c.quote} [{c.number}] ({c.source}, {c.published_at[:10]})" for c in citations]
+        lines = [f"{c.quote} [{c.number}]" + (f" ({c.where})" if c.where else "") for c in citations]
         text = "Sources differ:\n" + "\n".join(lines)
         notes = ["the sources disagree; each is quoted with its source"]
     else:
@@ -369,11 +369,12 @@ def _refusal(question: str, passages: list[Passage], nearest: _Candidate | None)
             passages=passages,
         )
     citation = _citation(1, nearest)
+    date = f" ({citation.published_at[:10]})" if citation.published_at else ""
     return Answer(
         question=question,
         answer=(
             "The articles do not contain the answer. The closest they come is "
-            f"{citation.source or citation.title} ({citation.published_at[:10]}): {citation.quote} [1]"
+            f"{citation.source or citation.title}{date}: {citation.quote} [1]"
         ),
         citations=[citation],
         engine="extractive",

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { messages: [], articles: new Map() };
+const state = { messages: [], articles: new Map(), titles: new Map() };
 
 function headers(json = true) {
   const h = {};
@@ -12,12 +12,39 @@ function headers(json = true) {
   return h;
 }
 
-function showError(message) {
+// An API key problem (a 401) opens Settings and stays on screen until a request succeeds;
+// other errors fade after 8 s.
+function showError(message, { keyProblem = false } = {}) {
   const box = $("error");
-  box.textContent = message;
+  box.textContent = keyProblem ? `${message} (enter the API key under Settings)` : message;
   box.hidden = false;
+  box.dataset.keyProblem = String(keyProblem);
   clearTimeout(showError.timer);
-  showError.timer = setTimeout(() => { box.hidden = true; }, 8000);
+  if (keyProblem) $("settings").open = true;
+  else showError.timer = setTimeout(() => { box.hidden = true; }, 8000);
+}
+
+function clearKeyProblem() {
+  const box = $("error");
+  if (box.dataset.keyProblem === "true") box.hidden = true;
+}
+
+class RequestError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+// Throws a RequestError with the server's message unless the response is a success.
+async function checked(response) {
+  if (!response.ok) throw new RequestError(await failure(response), response.status);
+  clearKeyProblem();
+  return response;
+}
+
+function reportError(error) {
+  showError(error.message, { keyProblem: error.status === 401 });
 }
 
 async function failure(response) {
@@ -30,39 +57,84 @@ async function failure(response) {
 }
 
 async function getJSON(path) {
-  const response = await fetch(path, { headers: headers(false) });
-  if (!response.ok) throw new Error(await failure(response));
+  const response = await checked(await fetch(path, { headers: headers(false) }));
   return response.json();
 }
 
-// Text with [n] markers -> text nodes and citation buttons.
-function renderCited(element, text, citations) {
+// Shown numbers run 1, 2, ... in order of first appearance, whatever numbers the server used
+// (an LLM cites its sources by their place in its prompt). One numbering per answer or brief.
+function numbering() {
+  const shown = new Map();
+  return (number) => {
+    if (!shown.has(number)) shown.set(number, shown.size + 1);
+    return shown.get(number);
+  };
+}
+
+function citeButton(citation, shownNumber) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "cite";
+  button.textContent = `[${shownNumber}]`;
+  button.title = `${citation.title} (${citation.source || "unknown source"})`;
+  button.dataset.number = String(citation.number);
+  button.addEventListener("click", () => showCitation(citation));
+  return button;
+}
+
+// Text with [n] (or [n, m]) markers -> text nodes and citation buttons.
+function renderCited(element, text, citations, shownNumber = numbering()) {
   element.replaceChildren();
   const byNumber = new Map(citations.map((c) => [c.number, c]));
   let last = 0;
-  for (const match of text.matchAll(/\[(\d+)\]/g)) {
-    const citation = byNumber.get(Number(match[1]));
-    if (!citation) continue;
+  for (const match of text.matchAll(/\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]/g)) {
+    const cited = match[1].split(",").map((n) => byNumber.get(Number(n)));
+    if (!cited.every(Boolean)) continue;
     element.append(document.createTextNode(text.slice(last, match.index)));
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "cite";
-    button.textContent = match[0];
-    button.title = `${citation.title} (${citation.source || "unknown source"})`;
-    button.dataset.number = String(citation.number);
-    button.addEventListener("click", () => showCitation(citation));
-    element.append(button);
+    for (const citation of cited) element.append(citeButton(citation, shownNumber(citation.number)));
     last = match.index + match[0].length;
   }
   element.append(document.createTextNode(text.slice(last)));
 }
 
+// Only http(s) URLs become links: a "javascript:" or other scheme in article data stays text.
+function sourceLink(url) {
+  let parsed;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return document.createTextNode(url);
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") return document.createTextNode(url);
+  const link = document.createElement("a");
+  link.href = parsed.href;
+  link.target = "_blank";
+  link.rel = "noopener noreferrer";
+  link.textContent = url;
+  return link;
+}
+
+function showSourceMeta(citation) {
+  const parts = [citation.source, citation.published_at.slice(0, 10)].filter(Boolean).map((t) => document.createTextNode(t));
+  if (citation.url) parts.push(sourceLink(citation.url));
+  const meta = $("source-meta");
+  meta.replaceChildren();
+  parts.forEach((part, i) => meta.append(...(i ? [" · ", part] : [part])));
+}
+
+// On a narrow screen the panel sits below the chat: bring it into view.
+function revealSource() {
+  const panel = $("source");
+  const top = panel.getBoundingClientRect().top;
+  if (top < 0 || top > window.innerHeight * 0.8) panel.scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
 async function showCitation(citation) {
   $("source").hidden = false;
   $("source-title").textContent = citation.title || citation.article_id;
-  $("source-meta").textContent = [citation.source, citation.published_at.slice(0, 10), citation.url]
-    .filter(Boolean).join(" · ");
+  showSourceMeta(citation);
   $("quote").textContent = citation.quote;
+  revealSource();
   const box = $("article-text");
   box.textContent = "Loading the article…";
   try {
@@ -139,7 +211,7 @@ async function ask(question) {
         sources_in_content: false,
       }),
     });
-    if (!response.ok) throw new Error(await failure(response));
+    await checked(response);
     await readEvents(response, (chunk) => {
       if (chunk.error) throw new Error(chunk.error.message);
       const choice = chunk.choices?.[0];
@@ -152,7 +224,7 @@ async function ask(question) {
   } catch (error) {
     item.remove();
     state.messages.pop();
-    showError(error.message);
+    reportError(error);
     return;
   } finally {
     item.classList.remove("streaming");
@@ -178,28 +250,47 @@ async function brief(articleId, topic) {
   box.hidden = false;
   box.textContent = "Writing the brief…";
   const request = articleId ? { article_id: articleId } : { topic };
-  const response = await fetch("/v1/brief", { method: "POST", headers: headers(), body: JSON.stringify(request) });
-  if (!response.ok) {
-    box.textContent = await failure(response);
+  let result;
+  try {
+    const response = await fetch("/v1/brief", { method: "POST", headers: headers(), body: JSON.stringify(request) });
+    result = await (await checked(response)).json();
+  } catch (error) {
+    box.textContent = error.message;
+    if (error.status === 401) reportError(error);
     return;
   }
-  const result = await response.json();
   const heading = document.createElement("h2");
-  heading.textContent = `Quick Looks: ${result.subject || topic || articleId}`;
+  heading.textContent = `Quick Looks: ${briefSubject(result, articleId, topic)}`;
   const list = document.createElement("ul");
+  const shownNumber = numbering();
   for (const bullet of result.bullets || []) {
     const item = document.createElement("li");
     const markers = (bullet.citations || []).map((c) => ` [${c.number}]`).join("");
-    renderCited(item, bullet.text + markers, bullet.citations || []);
+    renderCited(item, bullet.text + markers, bullet.citations || [], shownNumber);
     list.append(item);
   }
   box.replaceChildren(heading, list);
+  if (result.disagreements?.length) {
+    const title = document.createElement("h3");
+    title.textContent = "Where the sources disagree";
+    const differences = document.createElement("ul");
+    differences.className = "disagreements";
+    differences.append(...result.disagreements.map((text) => Object.assign(document.createElement("li"), { textContent: text })));
+    box.append(title, differences);
+  }
   for (const note of result.notes || []) {
     const p = document.createElement("p");
-    p.className = "meta";
+    p.className = "meta note";
     p.textContent = note;
     box.append(p);
   }
+}
+
+// An article brief is headed with the article's title; a topic brief with the topic.
+function briefSubject(result, articleId, topic) {
+  if (!articleId) return result.subject || topic;
+  const cited = result.bullets?.[0]?.citations?.[0];
+  return state.titles.get(articleId) || cited?.title || articleId;
 }
 
 async function loadChoices() {
@@ -207,9 +298,14 @@ async function loadChoices() {
     const models = await getJSON("/v1/models");
     $("model").replaceChildren(...models.data.map((m) => new Option(m.id, m.id)));
     const articles = await getJSON("/v1/articles?limit=200");
-    for (const a of articles) $("brief-article").append(new Option(`${a.published_at.slice(0, 10)} ${a.title}`, a.id));
+    const choices = $("brief-article");
+    choices.replaceChildren(choices.options[0]);
+    for (const a of articles) {
+      state.titles.set(a.id, a.title);
+      choices.append(new Option(`${a.published_at.slice(0, 10)} ${a.title}`, a.id));
+    }
   } catch (error) {
-    showError(`${error.message} (set the API key under Settings, then reload)`);
+    reportError(error);
   }
 }
 
