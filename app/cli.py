@@ -31,10 +31,13 @@ from rich.table import Table
 from rich.text import Text
 
 from app.answer import Answer, Citation, EngineName, Turn
+from app.article import Article
 from app.brief import Brief
 from app.config import EVALS_DIR, LOCAL_EMBEDDING_MODEL, Settings
 from app.embed import build_embedder
-from app.errors import NewsdeskError, NotFoundError
+from app.errors import FetchError, NewsdeskError, NotFoundError, ParseError
+from app.feeds import Feed, FeedRegistry, PollSummary, Watcher, format_interval, parse_interval
+from app.fetch import Fetcher, fetch_article, looks_like_url
 from app.ingest import IngestReport
 from app.parse import FORMATS, Format
 from app.retrieve import Filters
@@ -103,11 +106,11 @@ class _BarProgress:
 
 @cli.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders of articles.")],
+    paths: Annotated[list[str], typer.Argument(help="Files or folders of articles, or web pages' URLs.")],
     fmt: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (no progress bar).")] = False,
 ) -> None:
-    """Parse, chunk, embed and store articles. Unchanged articles cost nothing."""
+    """Parse, chunk, embed and store articles (a URL: the page's article). Unchanged articles cost nothing."""
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
     desk = Newsdesk(_settings())
@@ -121,7 +124,10 @@ def ingest(
         _RemainingColumn(),
     )
     with Progress(*columns, console=err, disable=as_json) as progress:
-        report = desk.ingest_paths(paths, fmt=_format(fmt), progress=_BarProgress(progress))
+        files = [Path(p) for p in paths if not looks_like_url(p)]
+        report = desk.ingest_paths(files, fmt=_format(fmt), progress=_BarProgress(progress))
+    if urls := [p for p in paths if looks_like_url(p)]:
+        _add_report(report, _ingest_pages(desk, urls, quiet=as_json))
     if as_json:
         # Not asdict(report): it would deep-copy the errors, which cannot be copied.
         figures = {f.name: getattr(report, f.name) for f in fields(report) if f.name != "errors"}
@@ -134,6 +140,31 @@ def ingest(
 
 def _format(value: str) -> Format:
     return value  # type: ignore[return-value]
+
+
+def _ingest_pages(desk: Newsdesk, urls: list[str], *, quiet: bool) -> IngestReport:
+    """Fetch each page, read its article and ingest them; a page that fails is an error of the report."""
+    articles: list[Article] = []
+    errors: list[ParseError] = []
+    with Fetcher(desk.settings) as fetcher:
+        for url in urls:
+            try:
+                articles.append(fetch_article(fetcher, url))
+            except (FetchError, ParseError) as error:
+                errors.append(ParseError(url, error.problem))
+    for article in articles if not quiet else ():
+        out.print(escape(_joined(article.id, article.title, article.published_at[:10], article.url)))
+    report = desk.ingest(articles)
+    report.errors[:0] = errors
+    return report
+
+
+def _add_report(report: IngestReport, more: IngestReport) -> None:
+    for figure in fields(report):
+        if figure.name == "errors":
+            report.errors.extend(more.errors)
+        else:
+            setattr(report, figure.name, getattr(report, figure.name) + getattr(more, figure.name))
 
 
 def _print_report(report: IngestReport) -> None:
@@ -367,6 +398,7 @@ def serve(
 
     settings = _settings()
     logging.getLogger("newsdesk.serve").setLevel(logging.INFO)
+    logging.getLogger("newsdesk.feeds").setLevel(logging.INFO)  # the feed watcher's polls
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
 
 
@@ -559,6 +591,100 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     for key, value in figures.items():
         table.add_row(key, str(value))
     out.print(table)
+
+
+# -- feeds: RSS and Atom feeds whose entries become articles ------------------------------
+
+feeds = typer.Typer(help="RSS and Atom feeds whose entries are ingested as articles by 'newsdesk watch'.")
+cli.add_typer(feeds, name="feeds", no_args_is_help=True)
+
+
+@feeds.command("add")
+def feeds_add(
+    url: Annotated[str, typer.Argument(help="The feed's URL: RSS 0.9x to 2.0, or Atom.")],
+    every: Annotated[
+        str | None, typer.Option("--every", help="How often to poll it: 90s, 15m, 2h, 1d (NEWSDESK_FEED_INTERVAL_S).")
+    ] = None,
+) -> None:
+    """Register a feed (or change its interval); 'newsdesk watch' and 'newsdesk serve' poll it."""
+    settings = _settings()
+    with FeedRegistry.open(settings) as registry:
+        feed, created = registry.add(url, parse_interval(every) if every else settings.feed_interval_s)
+    done = "added" if created else "updated"
+    out.print(f"{done} {feed.id}: {escape(feed.url)} every {format_interval(feed.interval_s)}")
+
+
+@feeds.command("list")
+def feeds_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The feeds: last poll, what it brought, the error of a failing feed, the next poll."""
+    with FeedRegistry.open(_settings()) as registry:
+        found = registry.feeds()
+    if as_json:
+        out.print_json(json.dumps([asdict(feed) for feed in found]))
+    else:
+        _print_feeds(found)
+
+
+@feeds.command("remove")
+def feeds_remove(
+    feed: Annotated[str, typer.Argument(help="The feed's id or URL (see 'newsdesk feeds list').")],
+) -> None:
+    """Stop polling a feed and forget its entries; the articles it brought stay."""
+    with FeedRegistry.open(_settings()) as registry:
+        removed = registry.remove(feed)
+    if removed is None:
+        raise NewsdeskError(f"no feed '{feed}' (see 'newsdesk feeds list')")
+    out.print(f"removed {removed.id}: {escape(removed.url)}")
+
+
+@cli.command()
+def watch(
+    once: Annotated[bool, typer.Option("--once", help="Poll every feed once, print the feeds, and exit.")] = False,
+) -> None:
+    """Poll each feed on its interval and ingest its new and changed entries, until stopped (Ctrl-C).
+    With --once, exit 1 when a feed failed."""
+    settings = _settings()
+    logging.getLogger("newsdesk.feeds").setLevel(logging.INFO)
+    desk = Newsdesk(settings)
+    with FeedRegistry.open(settings) as registry, Fetcher(settings) as fetcher:
+        watcher = Watcher(registry, fetcher, desk.ingest)
+        if once:
+            polls = watcher.poll_all()
+            _print_feeds(registry.feeds())
+            if None in polls.values():
+                raise typer.Exit(1)
+            return
+        err.print(f"watching {len(registry.feeds())} feeds (Ctrl-C stops)")
+        try:
+            watcher.run()
+        except KeyboardInterrupt:
+            err.print("stopped")
+
+
+def _print_feeds(found: list[Feed]) -> None:
+    table = Table("id", "feed", "every", "last poll", "status")
+    for feed in found:
+        poll = feed.last_poll
+        when = datetime.fromtimestamp(feed.polled_at).strftime("%Y-%m-%d %H:%M") if feed.polled_at else "never"
+        status = f"[red]{escape(feed.error)}[/red]" if feed.error else "ok" if feed.polled_at else "new"
+        problems = "".join(f"\n[yellow]{escape(problem)}[/yellow]" for problem in (poll.problems if poll else ()))
+        table.add_row(
+            feed.id,
+            f"{escape(feed.title)}\n[dim]{escape(feed.url)}[/dim]",
+            format_interval(feed.interval_s),
+            f"{when}\n{_poll_figures(poll)}",
+            status + problems,
+        )
+    out.print(table)
+    out.print(f"{len(found)} feeds")
+
+
+def _poll_figures(poll: PollSummary | None) -> str:
+    if poll is None:
+        return ""
+    if poll.not_modified:
+        return "not modified"
+    return f"{poll.added} added, {poll.updated} updated, {poll.skipped} seen, {poll.from_summary} from summaries"
 
 
 def main() -> None:

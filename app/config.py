@@ -102,6 +102,20 @@ class Settings(BaseSettings):
     max_concurrent_answers: int = Field(8, ge=1, le=64, description="Questions answered at once; others queue.")
     seed_corpus: bool = Field(True, description="serve: ingest the bundled corpus/ when the store is empty.")
 
+    # Web pages and feeds (newsdesk ingest URL, feeds, watch).
+    fetch_timeout_s: float = Field(20.0, gt=0, description="Seconds one page or feed download may take in all.")
+    fetch_max_bytes: int = Field(5_000_000, ge=1024, description="Larger pages and feeds are refused.")
+    fetch_host_delay_s: float = Field(1.0, ge=0, description="At least this long between two requests to one host.")
+    feed_interval_s: int = Field(
+        900, ge=60, le=7 * 86400, description="How often a feed is polled unless added with --every."
+    )
+    user_agent: str = Field(
+        "newsdesk/0.1 (news feed reader)",
+        min_length=1,
+        description="User-Agent sent with every request; add a contact address so site owners can reach you.",
+    )
+    watch_feeds: bool = Field(True, description="serve: poll the registered feeds in the background.")
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:

@@ -3,6 +3,7 @@
 NewsdeskError
  ├── InputError                  bad input from the user; nothing stored was touched
  │    ├── ParseError             one file or record could not be read as an article
+ │    ├── FetchError             a page or feed could not be fetched: unreachable, slow, refused, too large
  │    └── LabelError             an eval label file that cannot be read
  ├── NotConfiguredError          a request for the LLM engine when none is configured
  ├── ConfigError                 settings that cannot work
@@ -67,6 +68,18 @@ class EmbeddingMismatchError(StoreError):
 
 class EmbeddingError(NewsdeskError):
     pass
+
+
+class FetchError(InputError):
+    """``url`` could not be fetched. ``transient``: trying again later may work (a timeout, a refused
+    connection, HTTP 5xx or 429); ``retry_after_s``: how long the server asked us to wait, if it did."""
+
+    def __init__(self, url: str, problem: str, *, transient: bool, retry_after_s: float | None = None) -> None:
+        super().__init__(f"{url}: {problem}")
+        self.url = url
+        self.problem = problem
+        self.transient = transient
+        self.retry_after_s = retry_after_s
 
 
 class LLMUnavailableError(NewsdeskError):

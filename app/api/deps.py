@@ -1,5 +1,5 @@
 """Dependencies routes declare: the desk (503 until start-up has built it), the start-up, the Service
-(keys, limits, worker slots), the ingest jobs, the metrics, and the guard."""
+(keys, limits, worker slots), the ingest jobs, the metrics, the fetcher and the feed registry, and the guard."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.api.jobs import Jobs
 from app.api.metrics import Metrics
 from app.api.state import Service, Startup
+from app.feeds import FeedRegistry
+from app.fetch import Fetcher
 from app.service import Newsdesk
 
 _bearer = HTTPBearer(auto_error=False, description="One of NEWSDESK_API_KEYS (needed only when keys are set).")
@@ -37,11 +39,21 @@ def get_metrics(request: Request) -> Metrics:
     return cast(Metrics, request.app.state.metrics)
 
 
+def get_fetcher(request: Request) -> Fetcher:
+    return cast(Fetcher, request.app.state.fetcher)
+
+
+def get_feeds(request: Request) -> FeedRegistry:
+    return cast(FeedRegistry, request.app.state.feeds)
+
+
 ServiceDep = Annotated[Service, Depends(get_service)]
 DeskDep = Annotated[Newsdesk, Depends(get_desk)]
 StartupDep = Annotated[Startup, Depends(get_startup)]
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+FetcherDep = Annotated[Fetcher, Depends(get_fetcher)]
+FeedsDep = Annotated[FeedRegistry, Depends(get_feeds)]
 
 
 async def guard(

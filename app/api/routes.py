@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.deps import DeskDep, JobsDep, MetricsDep, ServiceDep, StartupDep, guard
+from app.api.deps import DeskDep, FetcherDep, JobsDep, MetricsDep, ServiceDep, StartupDep, guard
 from app.api.errors import ApiError
 from app.api.schemas import (
     AnswerOut,
@@ -41,6 +41,7 @@ from app.api.schemas import (
 from app.article import Article
 from app.config import Settings
 from app.errors import InputError
+from app.fetch import fetch_article
 from app.parse import parse_document, parse_record
 from app.retrieve import Filters
 from app.service import Newsdesk
@@ -211,12 +212,16 @@ ARTICLE_TOO_LARGE: dict[int | str, dict[str, object]] = {
 
 
 @api.post("/articles", status_code=201, tags=["articles"], responses=ARTICLE_TOO_LARGE)
-async def add_article(body: ArticleIn, desk: DeskDep, service: ServiceDep) -> IngestOut:
+async def add_article(body: ArticleIn, desk: DeskDep, service: ServiceDep, fetcher: FetcherDep) -> IngestOut:
     """Ingest one article given as JSON, in the request (201 when it is done). Re-sending an unchanged
-    article changes nothing. A long article is better uploaded (a job you can watch)."""
-    parsed = parse_record(body.model_dump(exclude_none=True), origin="request body")
-    # Not a file's path: an article stored from the same file is replaced by an edited version of it.
-    article = replace(parsed, origin=JSON_ORIGIN)
+    article changes nothing. A long article is better uploaded (a job you can watch). With only a
+    ``url``, the page is fetched and its article extracted (422 when it cannot be fetched or read)."""
+    if body.body is None and body.url is not None:
+        article = await service.run(partial(fetch_article, fetcher, body.url))
+    else:
+        parsed = parse_record(body.model_dump(exclude_none=True), origin="request body")
+        # Not a file's path: an article stored from the same file is replaced by an edited version of it.
+        article = replace(parsed, origin=JSON_ORIGIN)
     check_article_size(article, desk.settings)
     return await service.run(partial(ingest_one, desk, article))
 

@@ -216,15 +216,31 @@ class BriefOut(BaseModel):
 
 
 class ArticleIn(Strict):
-    """One article as JSON (the same record as a JSON Lines input)."""
+    """One article as JSON (the same record as a JSON Lines input); or only its ``url``: the page is
+    fetched and its article extracted, with the page's title, date and canonical URL."""
 
-    body: str = Field(min_length=1, description="The article text.")
+    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["body"]}, {"required": ["url"]}]})
+
+    body: str | None = Field(None, min_length=1, description="The article text; leave it out to fetch the page at url.")
     id: str | None = Field(None, max_length=200, description="Your id; default from the URL, else the content.")
     title: str | None = Field(None, max_length=1000)
     source: str | None = Field(None, max_length=200)
-    url: str | None = Field(None, max_length=2000)
+    url: str | None = Field(None, max_length=2000, description="The article's URL; sent alone, the page to fetch.")
     published_at: str | None = Field(None, max_length=40, description="YYYY-MM-DD or an ISO datetime.")
     author: str | None = Field(None, max_length=500)
+
+    @model_validator(mode="after")
+    def _text_or_page(self) -> ArticleIn:
+        if self.body is None:
+            if self.url is None:
+                raise ValueError("send the article's text as 'body', or only a 'url' to fetch the page")
+            given = [name for name in ("id", "title", "source", "published_at", "author") if getattr(self, name)]
+            if given:
+                raise ValueError(
+                    f"a fetched page's fields come from the page: send only 'url', or 'body' too "
+                    f"(got {', '.join(given)})"
+                )
+        return self
 
 
 class IngestOut(BaseModel):
