@@ -593,6 +593,24 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     out.print(table)
 
 
+@cli.command()
+def stories(
+    since: SinceOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Stories, newest first: near-duplicate articles (wire copies, rewrites, updated versions) as one."""
+    found = Newsdesk(_settings()).story_list(since.date() if since else None)
+    if as_json:
+        out.print_json(json.dumps([{"id": s.id, "articles": [asdict(a) for a in s.articles]} for s in found]))
+        return
+    for story in found:
+        out.print(f"[bold]{escape(story.id)}[/bold] ({len(story.articles)} articles)")
+        for article in story.articles:
+            fields_ = (escape(article.id), article.published_at[:10], escape(article.source), escape(article.title))
+            out.print("  " + "  ".join(fields_))
+    out.print(f"{len(found)} stories")
+
+
 # -- feeds: RSS and Atom feeds whose entries become articles ------------------------------
 
 feeds = typer.Typer(help="RSS and Atom feeds whose entries are ingested as articles by 'newsdesk watch'.")

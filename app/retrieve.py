@@ -1,14 +1,16 @@
-"""Stage 4: question -> passages. Dense (Chroma) and BM25 (app.lexical) fused by reciprocal rank."""
+"""Stage 4: question -> passages. Dense (Chroma) and BM25 (app.lexical) fused by reciprocal rank; a story
+(app.stories) counts once: the best-ranked of its articles stands for it, naming the other outlets."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, cast
 
 from chromadb.api.types import Where
 
+from app.article import date_to_timestamp
 from app.lexical import LexicalFilters
 from app.store import ChunkHit
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from app.embed import Embedder
     from app.lexical import LexicalIndex
     from app.store import Store
+    from app.stories import StoryIndex
 
 RRF_K = 60
 # Weights of the dense, chunk BM25 and article BM25 rankings, and how many top articles the last one
@@ -45,6 +48,16 @@ class Filters:
     def until_ts(self) -> int | None:
         return _day_start(self.until) + 86_399 if self.until else None
 
+    def admits(self, article_id: str, source: str, published_at: str) -> bool:
+        """Whether an article with these fields passes the filters."""
+        ts = date_to_timestamp(published_at)
+        return (
+            (not self.sources or source in self.sources)
+            and (not self.article_ids or article_id in self.article_ids)
+            and (self.since_ts is None or (ts is not None and ts >= self.since_ts))
+            and (self.until_ts is None or (ts is not None and ts <= self.until_ts))
+        )
+
     def where(self) -> Where | None:
         clauses: list[dict[str, object]] = []
         if self.sources:
@@ -66,11 +79,16 @@ def _day_start(day: date) -> int:
 
 @dataclass(frozen=True)
 class Passage(ChunkHit):
-    """A retrieved chunk (``text == article.text[start:end]``); ``score`` is the fused score."""
+    """A retrieved chunk (``text == article.text[start:end]``); ``score`` is the fused score. Its story's
+    other articles (``copies``, left out of the ranking) and their outlets (``also_reported_by``,
+    the passage's own left out) come with it."""
 
     dense_rank: int | None = None
     lexical_rank: int | None = None
     dense_score: float | None = field(default=None, compare=False)
+    story_id: str = field(default="", compare=False)
+    copies: tuple[str, ...] = field(default=(), compare=False)
+    also_reported_by: tuple[str, ...] = field(default=(), compare=False)
 
 
 class Retriever:
@@ -83,8 +101,10 @@ class Retriever:
         article_depth: int = ARTICLE_DEPTH,
         weights: tuple[float, float, float] = FUSION_WEIGHTS,
         per_article: int = 1,
+        stories: StoryIndex | None = None,
     ) -> None:
         self.store = store
+        self.stories = stories
         self.lexical = lexical
         self.embedder = embedder
         self.candidates = candidates
@@ -128,18 +148,48 @@ class Retriever:
         if _RECENCY.search(question):
             fused = _prefer_recent(fused, {cid: hits[cid].published_at for cid in fused})
         dense_scores = {h.chunk_id: h.score for h in dense}
-        ranked = _diversify(
-            sorted(fused, key=lambda cid: fused[cid], reverse=True), hits, per_article or self.per_article, k
-        )
-        return [
+        ordered = sorted(fused, key=lambda cid: fused[cid], reverse=True)
+        story_of: dict[str, str] = {}
+        if self.stories is not None:
+            self.stories.sync()
+            story_of = self.stories.story_ids(h.article_id for h in hits.values())
+            ordered = _one_article_per_story(ordered, hits, story_of)
+        ranked = _diversify(ordered, hits, per_article or self.per_article, k)
+        passages = [
             Passage(
                 **{**vars(hits[cid]), "score": fused[cid]},
                 dense_rank=dense_rank.get(cid),
                 lexical_rank=lexical_rank.get(cid),
                 dense_score=dense_scores.get(cid),
+                story_id=story_of.get(hits[cid].article_id, ""),
             )
             for cid in ranked
         ]
+        return self._with_copies(passages)
+
+    def _with_copies(self, passages: list[Passage]) -> list[Passage]:
+        """The passages with their story's other articles and outlets."""
+        if self.stories is None:
+            return passages
+        members = self.stories.members(p.story_id for p in passages if p.story_id)
+        out = []
+        for passage in passages:
+            others = [m for m in members.get(passage.story_id, []) if m.id != passage.article_id]
+            outlets = dict.fromkeys(m.source for m in others if m.source and m.source != passage.source)
+            out.append(replace(passage, copies=tuple(m.id for m in others), also_reported_by=tuple(outlets)))
+        return out
+
+
+def _one_article_per_story(ranked: list[str], hits: dict[str, ChunkHit], story_of: dict[str, str]) -> list[str]:
+    """The ranking without the chunks of an article whose story a better-ranked article already holds."""
+    lead: dict[str, str] = {}
+    kept = []
+    for chunk_id in ranked:
+        article_id = hits[chunk_id].article_id
+        story = story_of.get(article_id)
+        if story is None or lead.setdefault(story, article_id) == article_id:
+            kept.append(chunk_id)
+    return kept
 
 
 def _diversify(ranked: list[str], hits: dict[str, ChunkHit], per_article: int, k: int) -> list[str]:

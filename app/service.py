@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -39,6 +40,7 @@ from app.parse import Format
 from app.reader import build_reader
 from app.retrieve import Filters, Passage, Retriever
 from app.store import ArticleRecord, Store
+from app.stories import Story, StoryIndex
 from app.verify import Verifier, check_answer
 
 if TYPE_CHECKING:
@@ -117,7 +119,8 @@ class Newsdesk:
         self.embedder = embedder or build_embedder(settings)
         self.store = store or Store.open(settings, self.embedder)
         self.lexical = LexicalIndex(settings.data_dir / f"lexical-{settings.collection}.sqlite", self.store)
-        self.retriever = Retriever(self.store, self.lexical, self.embedder)
+        self.stories = StoryIndex(settings.data_dir / f"stories-{settings.collection}.sqlite", self.store)
+        self.retriever = Retriever(self.store, self.lexical, self.embedder, stories=self.stories)
         self.ingestor = build_ingestor(settings, self.embedder, self.store)
         self.verifier = Verifier(self.embedder)
         self.reader = build_reader(settings)
@@ -231,6 +234,7 @@ class Newsdesk:
     def _finish(self, answer: Answer, question: str, standalone: str) -> None:
         answer.question = question
         answer.standalone_question = standalone
+        answer.notes += [f"[{c.number}] {c.reported_by}" for c in answer.citations if c.also_reported_by]
         if answer.engine == "llm":
             check_answer(answer, self.verifier)  # flags sentences their cited sources do not support
 
@@ -335,11 +339,23 @@ class Newsdesk:
             return self._fallback(error, "brief", extractive)
 
     def _topic_documents(self, topic: str, filters: Filters | None) -> list[Document]:
-        """The retrieved passages, grouped per article (in ranked order), as ranges of each article's text."""
+        """The retrieved passages, grouped per article (in ranked order), as ranges of each article's text;
+        after each story's lead article, its copies' best-matching chunks, so the brief merges their facts
+        and a copy giving another figure is a disagreement."""
         passages = self._retrieve(topic, self.settings.brief_topic_k, filters, ANSWER_PER_ARTICLE)
+        copies = [i for p in passages for i in p.copies]
+        if filters is not None:
+            records = self.store.records(copies)
+            copies = [
+                i for i in copies if i in records and filters.admits(i, records[i].source, records[i].published_at)
+            ]
+        copy_chunks = self.lexical.best_chunks(topic, copies) if copies else {}
         ranges: dict[str, list[tuple[int, int]]] = {}
         for passage in passages:
             ranges.setdefault(passage.article_id, []).append((passage.start, passage.end))
+            for copy in passage.copies:
+                if copy in copy_chunks and copy not in ranges:
+                    ranges[copy] = [(copy_chunks[copy].start, copy_chunks[copy].end)]
         articles = {a.id: a for a in self.store.get_articles(list(ranges))}
         return [
             Document(articles[i], tuple(_merge_ranges(spans)), relevance_query=topic)
@@ -353,6 +369,7 @@ class Newsdesk:
         """Ingest these articles together, holding the write lock throughout (batches them best)."""
         with self._write_lock:
             report = self.ingestor.ingest(articles)
+            self.stories.sync()
         self.observer.ingested(report)
         return report
 
@@ -365,6 +382,7 @@ class Newsdesk:
         self.ingestor.stage(article, self._write_lock, staged, on_batch)
         with self._write_lock:
             report = self.ingestor.ingest([article])  # finds the staged vectors: commits without the model
+            self.stories.sync()
         report.chunks_embedded += staged.chunks_embedded
         report.chunks_reused = max(0, report.chunks_reused - staged.chunks_embedded)
         report.sentences_embedded += staged.sentences_embedded
@@ -381,12 +399,14 @@ class Newsdesk:
             report = self.ingestor.ingest_paths(
                 list(paths), fmt=fmt, max_bytes=self.settings.max_file_bytes, progress=progress
             )
+            self.stories.sync()
         self.observer.ingested(report)
         return report
 
     def delete(self, article_id: str) -> None:
         with self._write_lock:
             self.store.delete_article(article_id)
+            self.stories.sync()
 
     def articles(self, limit: int | None = None, offset: int = 0) -> list[ArticleRecord]:
         """Stored articles, newest first."""
@@ -394,6 +414,10 @@ class Newsdesk:
 
     def article(self, article_id: str) -> Article:
         return self.store.get_article(article_id)
+
+    def story_list(self, since: date | None = None) -> list[Story]:
+        """Stories (near-duplicate articles grouped), newest first; ``since``: with an article from that day on."""
+        return self.stories.stories(since)
 
     def stats(self) -> Stats:
         settings = self.settings
@@ -408,14 +432,16 @@ class Newsdesk:
         )
 
     def warm_up(self) -> None:
-        """Load the models and the lexical index now, not on the first question."""
+        """Load the models, the lexical index and the stories now, not on the first question."""
         self.embedder.embed_query("warm-up")
         if self.reader is not None:
             self.reader.load()
         self.lexical.sync()
+        self.stories.sync()
 
     def close(self) -> None:
         self.lexical.close()
+        self.stories.close()
 
 
 async def _call(run: Run[object], work: Callable[[], T]) -> T:

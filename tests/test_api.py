@@ -210,6 +210,38 @@ def test_topic_brief_cites_the_matching_articles(client: TestClient) -> None:
     assert {c["source"] for b in only["bullets"] for c in b["citations"]} == {"Harbor Ledger"}
 
 
+def test_stories_group_wire_copies_and_citations_name_the_other_outlets(client: TestClient) -> None:
+    story = (
+        "Lighthouse keepers on Skerra Island recorded a wave 21 metres high on Monday night, the tallest "
+        "ever measured off the island, as a storm with gusts of 150 kilometres an hour crossed the strait. "
+        "The coastguard closed the ferry route to the mainland for two days and asked fishing boats to stay in port."
+    )
+    copies = [("skerra-wire", "Strait Wire", story), ("skerra-copy", "Island Echo", f"SKERRA (Strait Wire) - {story}")]
+    for article_id, source, body in copies:
+        added = client.post(
+            "/v1/articles", json={"id": article_id, "source": source, "published_at": "2031-05-06", "body": body}
+        )
+        assert added.status_code == 201, added.text
+    try:
+        listed = client.get("/v1/stories", params={"since": "2031-05-01"})
+        assert listed.status_code == 200, listed.text
+        [skerra] = listed.json()
+        assert [a["id"] for a in skerra["articles"]] == ["skerra-copy", "skerra-wire"]
+        assert set(skerra["articles"][0]) == {"id", "title", "source", "published_at"}
+        assert len(client.get("/v1/stories").json()) > 1, "the bundled articles are stories too"
+
+        answer = client.post("/v1/ask", json={"question": "How high was the wave recorded on Skerra Island?"}).json()
+        cited = [c for c in answer["citations"] if c["article_id"].startswith("skerra-")]
+        assert len({c["article_id"] for c in cited}) == 1, answer
+        other = {"Strait Wire": "Island Echo", "Island Echo": "Strait Wire"}[cited[0]["source"]]
+        assert cited[0]["also_reported_by"] == [other]
+        assert any(f"also by {other}" in note for note in answer["notes"])
+    finally:
+        for article_id, _, _ in copies:
+            client.delete(f"/v1/articles/{article_id}")
+    assert client.get("/v1/stories", params={"since": "2031-05-01"}).json() == []
+
+
 def test_brief_of_an_unknown_article_is_404(client: TestClient) -> None:
     response = client.post("/v1/brief", json={"article_id": "no-such-article"})
     assert response.status_code == 404

@@ -17,7 +17,8 @@ EngineName = Literal["extractive", "llm"]
 
 @dataclass(frozen=True)
 class Citation:
-    """One quoted source: ``quote == article.text[start:end]``."""
+    """One quoted source: ``quote == article.text[start:end]``; ``also_reported_by``: the other outlets
+    that carried the same story (app.stories)."""
 
     number: int
     article_id: str
@@ -29,6 +30,7 @@ class Citation:
     quote: str
     start: int
     end: int
+    also_reported_by: tuple[str, ...] = ()
 
     @classmethod
     def from_passage(cls, number: int, passage: Passage, start: int, end: int) -> Citation:
@@ -44,12 +46,22 @@ class Citation:
             quote=passage.text[start:end],
             start=passage.start + start,
             end=passage.start + end,
+            also_reported_by=passage.also_reported_by,
         )
 
     @property
     def where(self) -> str:
         """'source, YYYY-MM-DD', leaving out whichever is missing (empty when both are)."""
         return ", ".join(part for part in (self.source, self.published_at[:10]) if part)
+
+    @property
+    def reported_by(self) -> str:
+        """'reported by X, also by Y and Z' (empty when no other outlet carried the story)."""
+        if not self.also_reported_by:
+            return ""
+        *rest, last = self.also_reported_by
+        others = f"{', '.join(rest)} and {last}" if rest else last
+        return f"reported by {self.source or 'an unnamed outlet'}, also by {others}"
 
 
 @dataclass(frozen=True)

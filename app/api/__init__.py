@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from app.api import chat, feeds, routes
+from app.api import chat, feeds, routes, stories
 from app.api.batching import for_server
 from app.api.errors import install_error_handlers
 from app.api.guard import BodyLimit, BodySizeLimit, too_large_message
@@ -93,6 +93,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
     app.include_router(routes.metrics)
     app.include_router(routes.api)
     app.include_router(chat.router)
+    app.include_router(stories.router)
     app.include_router(feeds.router(settings))
     app.add_route("/mcp", mcp, include_in_schema=False)  # type: ignore[arg-type]  # an ASGI app, served as one
 

@@ -72,6 +72,9 @@ class CitationOut(BaseModel):
     quote: str
     start: int
     end: int
+    also_reported_by: list[str] = Field(
+        default_factory=list, description="Other outlets that carried the same story (near-duplicate articles)."
+    )
 
 
 class PassageOut(BaseModel):
