@@ -355,6 +355,10 @@ def test_upload_markdown_and_reject_bad_files(client: TestClient) -> None:
     assert binary.status_code == 422
     assert "binary" in error_of(binary)["message"]
 
+    renamed = client.post("/v1/articles/upload", files={"file": ("scan.txt", b"%PDF-1.7\n%\xe2\xe3", "text/plain")})
+    assert renamed.status_code == 422
+    assert "PDFs are not supported" in error_of(renamed)["message"]
+
     latin1 = client.post("/v1/articles/upload", files={"file": ("x.txt", "café".encode("latin-1"), "text/plain")})
     assert latin1.status_code == 422
     assert "re-save it as UTF-8" in error_of(latin1)["message"]

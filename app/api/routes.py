@@ -42,7 +42,7 @@ from app.article import Article
 from app.config import Settings
 from app.errors import InputError
 from app.fetch import fetch_article
-from app.parse import parse_document, parse_record
+from app.parse import check_not_binary_document, parse_document, parse_record
 from app.retrieve import Filters
 from app.service import Newsdesk
 
@@ -308,6 +308,7 @@ def parse_upload(name: str, kind: Literal["text", "markdown", "html"], data: byt
 
 
 def decode_upload(name: str, data: bytes) -> str:
+    check_not_binary_document(Path(name), data)  # a PDF or Word file named .txt: say what it is
     if b"\x00" in data[:8192]:
         raise InputError(f"{name}: looks like a binary file (it contains NUL bytes); upload UTF-8 text")
     try:
