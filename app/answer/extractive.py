@@ -45,15 +45,18 @@ _DISPUTE = re.compile(r"\b(disput\w*|den(y|ies|ied)|reject\w*|insist\w*|contradi
 _FOLLOW_UP = re.compile(r"^\s*(and|but|so|also|what about|how about|then)\b", re.I)
 _PRONOUN = re.compile(r"\b(it|its|they|them|their|he|him|his|she|her|this|that|these|those|there)\b", re.I)
 
-# Fitted jointly on RealTimeQA dev and evals/corpus/questions.yaml (a grid over the features).
-WEIGHTS = {"meaning": 0.45, "coverage": 0.4, "sentence_coverage": 0.4, "answer_type": 0.2, "article_rank": 0.4}
+# Chosen on the 2025 validation quizzes (July-December over their own 1,141 articles: `newsdesk train
+# validation`), never on dev: a grid over the weights for accuracy, then the refusal threshold where 3% of
+# answerable validation questions are refused (a margin under the 5% target: 164 questions measure it
+# to about 2 points). Validation: accuracy 0.517 (the old dev-fitted numbers 0.483), 17 of 73 null
+# questions refused at 2.4%. RealTimeQA dev only reports (README, Evals).
+WEIGHTS = {"meaning": 1.0, "coverage": 0.6, "sentence_coverage": 0.4, "answer_type": 0.3, "article_rank": 0.2}
 # Refuse when the evidence (best meaning + EVIDENCE_COVERAGE_WEIGHT * best sentence coverage) is below
-# REFUSE_BELOW_EVIDENCE. Fitted on both data sets at once: RealTimeQA dev refuses 8/10 null questions
-# and 5.8% of answerable ones (8/10 holds from 0.57 to 0.60); the corpus labels 5/13 and 5.9%.
+# REFUSE_BELOW_EVIDENCE.
 EVIDENCE_COVERAGE_WEIGHT = 0.25
-REFUSE_BELOW_EVIDENCE = 0.57
+REFUSE_BELOW_EVIDENCE = 0.55
 DISAGREEING_MIN_COVERAGE = 0.20  # a source quoted as disagreeing must cover this much of the question
-SECOND_SENTENCE_WITHIN = 0.75  # a second sentence is added when it scores this close to the best
+SECOND_SENTENCE_WITHIN = 0.7  # a second sentence is added when it scores this close to the best
 HEURISTIC_CANDIDATES = 24  # candidates given a meaning score (their vectors are read from the store)
 
 # The learned reader (app/reader.py). Every number here was chosen on the 2025 validation quizzes
