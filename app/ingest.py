@@ -201,6 +201,8 @@ class Ingestor:
 
     def _missing_sentences(self, pending: Sequence[ArticleVersion]) -> list[tuple[str, tuple[str, str], str]]:
         """(sentence id, (article id, fingerprint), text) of the sentences not stored yet, once each."""
+        if not self.store.keeps_sentences:
+            return []
         found = {
             sid: ((version.article.id, version.fingerprint), text)
             for version in pending

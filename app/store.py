@@ -227,6 +227,11 @@ class Store:
         return self._registry
 
     @property
+    def keeps_sentences(self) -> bool:
+        """Whether sentence vectors are read and written (see ``sentences`` above)."""
+        return self._sentences is not None
+
+    @property
     def embedding_model(self) -> str | None:
         return str((self._chunks.metadata or {}).get("embedding_model")) if self._chunks else None
 

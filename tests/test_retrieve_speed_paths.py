@@ -125,8 +125,9 @@ def test_dense_leg_from_the_lexical_index_equals_the_store_query(settings: Setti
 def test_a_store_opened_without_sentences_writes_none(tmp_path: Path, embedder: Embedder) -> None:
     settings = Settings(data_dir=tmp_path)
     store = Store(connect(settings), settings.collection, embedder, sentences=False)
-    Ingestor(store, embedder, make_ingestor(settings, embedder).chunker).ingest([PORT])
+    report = Ingestor(store, embedder, make_ingestor(settings, embedder).chunker).ingest([PORT])
     assert store.chunk_count() == 1
+    assert report.sentences_embedded == 0 and report.chunks_embedded == 1, "no sentence is embedded to be dropped"
     assert Store.open(settings, embedder).sentence_count() == 0
     make_ingestor(settings, embedder).ingest([ORCHARD])
     assert Store.open(settings, embedder).sentence_count() > 0
