@@ -13,6 +13,7 @@ from chromadb.api.types import Where
 from app.article import date_to_timestamp
 from app.lexical import LexicalFilters
 from app.store import ChunkHit
+from app.text.numbers import plain_numbers_in
 
 if TYPE_CHECKING:
     from app.embed import Embedder
@@ -173,21 +174,31 @@ class Retriever:
             return passages
         members = self.stories.members(p.story_id for p in passages if p.story_id)
         out = []
+        shown = {p.article_id for p in passages}
         for passage in passages:
-            others = [m for m in members.get(passage.story_id, []) if m.id != passage.article_id]
+            others = [m for m in members.get(passage.story_id, []) if m.id not in shown]
             outlets = dict.fromkeys(m.source for m in others if m.source and m.source != passage.source)
             out.append(replace(passage, copies=tuple(m.id for m in others), also_reported_by=tuple(outlets)))
         return out
 
 
 def _one_article_per_story(ranked: list[str], hits: dict[str, ChunkHit], story_of: dict[str, str]) -> list[str]:
-    """The ranking without the chunks of an article whose story a better-ranked article already holds."""
+    """The ranking without the chunks of an article whose story a better-ranked article already holds,
+    unless the chunk gives a figure the lead's chunks do not: copies that differ on a figure disagree,
+    and the engines can only say so if both are among the passages."""
     lead: dict[str, str] = {}
+    lead_figures: dict[str, set[float]] = {}
     kept = []
     for chunk_id in ranked:
-        article_id = hits[chunk_id].article_id
-        story = story_of.get(article_id)
-        if story is None or lead.setdefault(story, article_id) == article_id:
+        hit = hits[chunk_id]
+        story = story_of.get(hit.article_id)
+        figures = plain_numbers_in(hit.text)
+        if story is None:
+            kept.append(chunk_id)
+        elif lead.setdefault(story, hit.article_id) == hit.article_id:
+            kept.append(chunk_id)
+            lead_figures.setdefault(story, set()).update(figures)
+        elif figures - lead_figures.get(story, set()):
             kept.append(chunk_id)
     return kept
 
