@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import sys
@@ -397,9 +398,27 @@ def serve(
     from app.api import create_app
 
     settings = _settings()
+    _limit_malloc_arenas()
     logging.getLogger("newsdesk.serve").setLevel(logging.INFO)
     logging.getLogger("newsdesk.feeds").setLevel(logging.INFO)  # the feed watcher's polls
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+SERVER_MALLOC_ARENAS = 2
+
+
+def _limit_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas before the server's threads start. By default each busy thread may
+    get an arena of its own, which fragments memory. 5-minute soaks (bench/soak.py, one run each):
+    peak RSS 1,466 MB with the default, 1,255 MB with this cap (1,303 MB with MALLOC_ARENA_MAX=2)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl has no arenas to cap)
+        return
+    libc.mallopt(M_ARENA_MAX, SERVER_MALLOC_ARENAS)
 
 
 @cli.command()
