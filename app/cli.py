@@ -1,17 +1,24 @@
-"""The ``newsdesk`` command. Known errors become one readable line and exit code 1."""
+"""The ``newsdesk`` command. Known errors become one readable line and exit code 1.
+
+Only light modules are imported here (typer, rich, the settings, the errors, the parsers' names):
+a command imports the store, the models and the service when it runs, so ``newsdesk serve`` has
+its port open before the heavy imports start (``_listen``).
+"""
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import logging
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -31,18 +38,18 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from app.answer import Answer, Citation, EngineName, Turn
-from app.article import Article
-from app.brief import Brief
 from app.config import EVALS_DIR, LOCAL_EMBEDDING_MODEL, Settings
-from app.embed import build_embedder
 from app.errors import FetchError, NewsdeskError, NotFoundError, ParseError
-from app.feeds import Feed, FeedRegistry, PollSummary, Watcher, format_interval, parse_interval
-from app.fetch import Fetcher, fetch_article, looks_like_url
-from app.ingest import IngestReport
 from app.parse import FORMATS, Format
-from app.retrieve import Filters
-from app.service import Newsdesk
+
+if TYPE_CHECKING:
+    from app.answer import Answer, Citation, EngineName
+    from app.article import Article
+    from app.brief import Brief
+    from app.feeds import Feed, PollSummary
+    from app.ingest import IngestReport
+    from app.retrieve import Filters
+    from app.service import Newsdesk
 
 cli = typer.Typer(
     name="newsdesk",
@@ -53,6 +60,7 @@ cli = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+log = logging.getLogger("newsdesk.serve")
 
 
 def _joined(*parts: str) -> str:
@@ -69,6 +77,13 @@ def _settings() -> Settings:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return settings
+
+
+def _desk(settings: Settings | None = None) -> Newsdesk:
+    """The service object (store, models, engines), imported only by the commands that need it."""
+    from app.service import Newsdesk
+
+    return Newsdesk(settings or _settings())
 
 
 def _articles_per_second(task: Task) -> float:
@@ -112,9 +127,11 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (no progress bar).")] = False,
 ) -> None:
     """Parse, chunk, embed and store articles (a URL: the page's article). Unchanged articles cost nothing."""
+    from app.fetch import looks_like_url
+
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
-    desk = Newsdesk(_settings())
+    desk = _desk()
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -145,6 +162,8 @@ def _format(value: str) -> Format:
 
 def _ingest_pages(desk: Newsdesk, urls: list[str], *, quiet: bool) -> IngestReport:
     """Fetch each page, read its article and ingest them; a page that fails is an error of the report."""
+    from app.fetch import Fetcher, fetch_article
+
     articles: list[Article] = []
     errors: list[ParseError] = []
     with Fetcher(desk.settings) as fetcher:
@@ -193,7 +212,7 @@ def list_articles(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List stored articles, newest first."""
-    desk = Newsdesk(_settings())
+    desk = _desk()
     records = desk.articles(limit=limit)
     if as_json:
         out.print_json(json.dumps([asdict(r) for r in records]))
@@ -217,7 +236,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show one article: fields, Quick Looks and text."""
-    article = Newsdesk(_settings()).article(article_id)
+    article = _desk().article(article_id)
     if as_json:
         out.print_json(json.dumps(asdict(article)))
         return
@@ -239,7 +258,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Top passages for a query by hybrid retrieval (dense and BM25), with fused scores and character spans."""
-    hits = Newsdesk(_settings()).search(query, k)
+    hits = _desk().search(query, k)
     if as_json:
         out.print_json(json.dumps([asdict(h) for h in hits]))
         return
@@ -256,6 +275,8 @@ def search(
 
 
 def _filters(sources: list[str] | None, since: datetime | None, until: datetime | None) -> Filters:
+    from app.retrieve import Filters
+
     return Filters(
         sources=tuple(sources or ()),
         since=since.date() if since else None,
@@ -299,7 +320,7 @@ def ask(
     """Answer a question from the articles, citing the sentences it relied on."""
     if not question.strip():
         raise typer.BadParameter("the question is empty")
-    desk = Newsdesk(_settings())
+    desk = _desk()
     answer = desk.ask(question, filters=_filters(source, since, until), engine=_engine(engine), k=k)
     if as_json:
         out.print_json(json.dumps(asdict(answer)))
@@ -326,7 +347,7 @@ def brief(
         raise typer.BadParameter("give exactly one of: ARTICLE_ID, --file PATH, --topic QUERY")
     if (source or since or until) and topic is None:
         raise typer.BadParameter("--source, --since and --until filter a --topic brief")
-    desk = Newsdesk(_settings())
+    desk = _desk()
     result = desk.brief(
         article_id=article_id,
         path=file,
@@ -368,7 +389,9 @@ def chat(
     until: UntilOption = None,
 ) -> None:
     """Ask questions in turn; follow-ups use the conversation so far. Empty line or Ctrl-D ends."""
-    desk = Newsdesk(_settings())
+    from app.answer import Turn
+
+    desk = _desk()
     history: list[Turn] = []
     filters = _filters(source, since, until)
     while True:
@@ -393,15 +416,58 @@ def serve(
     """Serve the HTTP API, the OpenAI-compatible chat endpoint and the web page at /.
 
     An empty store is first filled with the bundled corpus/ (NEWSDESK_SEED_CORPUS)."""
-    import uvicorn
+    settings = _settings()
+    log.setLevel(logging.INFO)
+    logging.getLogger("newsdesk.feeds").setLevel(logging.INFO)  # the feed watcher's polls
+    sockets = _listen(host or settings.host, port or settings.port)
+    _limit_malloc_arenas()
+
+    import uvicorn  # the heavy imports (FastAPI, Chroma, LangChain, torch) only now the port is open
 
     from app.api import create_app
 
-    settings = _settings()
-    _limit_malloc_arenas()
-    logging.getLogger("newsdesk.serve").setLevel(logging.INFO)
-    logging.getLogger("newsdesk.feeds").setLevel(logging.INFO)  # the feed watcher's polls
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
+    uvicorn.Server(uvicorn.Config(create_app(settings), log_level="info")).run(sockets=sockets)
+
+
+LISTEN_BACKLOG = 2048  # uvicorn's default: connections that may wait while the app is imported
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Bind and listen on every address ``host`` resolves to (as uvicorn does itself), before anything
+    heavy is imported: a client that connects while the app loads (about 6 s on a busy 2-core machine)
+    waits in the backlog and is answered once uvicorn runs, instead of being refused. A port that
+    cannot be had is a ``NewsdeskError`` saying why, before any of that loading."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise NewsdeskError(f"cannot listen on {where}: {error.strerror} (--host, NEWSDESK_HOST)") from error
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+    except OSError as error:
+        for sock in sockets:
+            sock.close()
+        raise NewsdeskError(f"cannot listen on {where}: {_bind_problem(error)}") from error
+    log.info("listening on http://%s (requests wait until the app is loaded)", where)
+    return sockets
+
+
+def _bind_problem(error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return "the port is in use (another newsdesk serve?); stop that server or pick a free port with --port"
+    if error.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges); pick another with --port"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return "that is not an address of this machine; pick one with --host (0.0.0.0: all interfaces)"
+    return error.strerror or str(error)
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter
@@ -468,7 +534,7 @@ def train_reader(
     ] = None,
 ) -> None:
     """Fine-tune the reader (a cross-encoder) from the bundled MiniLM; print the validation figures."""
-    from app.embed import local_model_dir
+    from app.embed import build_embedder, local_model_dir
     from app.train import TrainingConfig, train_and_save
 
     settings = _settings()
@@ -532,6 +598,7 @@ def evals(
     show_failures: Annotated[int, typer.Option(help="Failed cases printed per suite.")] = 10,
 ) -> None:
     """Score answers and briefs against labelled facts; exit 1 when a metric is below its threshold."""
+    from app.embed import build_embedder
     from app.evals import EvalOptions, run_suites
     from app.evals.report import breaches, load_thresholds, to_json, to_junit, to_markdown
     from app.evals.report import compare as compare_reports
@@ -595,14 +662,14 @@ def evals(
 @cli.command()
 def delete(article_id: Annotated[str, typer.Argument(help="Article id.")]) -> None:
     """Delete an article and all its chunks."""
-    Newsdesk(_settings()).delete(article_id)
+    _desk().delete(article_id)
     out.print(f"deleted {article_id}")
 
 
 @cli.command()
 def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """What is stored, where, and with which embedding model."""
-    figures = asdict(Newsdesk(_settings()).stats())
+    figures = asdict(_desk().stats())
     if as_json:
         out.print_json(json.dumps(figures))
         return
@@ -618,7 +685,7 @@ def stories(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Stories, newest first: near-duplicate articles (wire copies, rewrites, updated versions) as one."""
-    found = Newsdesk(_settings()).story_list(since.date() if since else None)
+    found = _desk().story_list(since.date() if since else None)
     if as_json:
         out.print_json(json.dumps([{"id": s.id, "articles": [asdict(a) for a in s.articles]} for s in found]))
         return
@@ -644,6 +711,8 @@ def feeds_add(
     ] = None,
 ) -> None:
     """Register a feed (or change its interval); 'newsdesk watch' and 'newsdesk serve' poll it."""
+    from app.feeds import FeedRegistry, format_interval, parse_interval
+
     settings = _settings()
     with FeedRegistry.open(settings) as registry:
         feed, created = registry.add(url, parse_interval(every) if every else settings.feed_interval_s)
@@ -654,6 +723,8 @@ def feeds_add(
 @feeds.command("list")
 def feeds_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """The feeds: last poll, what it brought, the error of a failing feed, the next poll."""
+    from app.feeds import FeedRegistry
+
     with FeedRegistry.open(_settings()) as registry:
         found = registry.feeds()
     if as_json:
@@ -667,6 +738,8 @@ def feeds_remove(
     feed: Annotated[str, typer.Argument(help="The feed's id or URL (see 'newsdesk feeds list').")],
 ) -> None:
     """Stop polling a feed and forget its entries; the articles it brought stay."""
+    from app.feeds import FeedRegistry
+
     with FeedRegistry.open(_settings()) as registry:
         removed = registry.remove(feed)
     if removed is None:
@@ -680,9 +753,12 @@ def watch(
 ) -> None:
     """Poll each feed on its interval and ingest its new and changed entries, until stopped (Ctrl-C).
     With --once, exit 1 when a feed failed."""
+    from app.feeds import FeedRegistry, Watcher
+    from app.fetch import Fetcher
+
     settings = _settings()
     logging.getLogger("newsdesk.feeds").setLevel(logging.INFO)
-    desk = Newsdesk(settings)
+    desk = _desk(settings)
     with FeedRegistry.open(settings) as registry, Fetcher(settings) as fetcher:
         watcher = Watcher(registry, fetcher, desk.ingest)
         if once:
@@ -699,6 +775,8 @@ def watch(
 
 
 def _print_feeds(found: list[Feed]) -> None:
+    from app.feeds import format_interval
+
     table = Table("id", "feed", "every", "last poll", "status")
     for feed in found:
         poll = feed.last_poll

@@ -54,6 +54,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server: SIGTERM, and SIGKILL if it has not exited after 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -151,12 +161,7 @@ def main() -> int:
             rss = peak_rss_mb(process.pid)
             cache = cache_figures(httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
     total = len(latencies) + len(errors)
     print(f"store                {data_dir} ({articles} articles), extractive engine")
     print(f"clients              {args.clients} for {elapsed:.1f} s, {len(questions)} questions")

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -39,6 +40,16 @@ def embedder() -> Embedder:
     return build_embedder(Settings())
 
 
+def stop(process: subprocess.Popen[Any], timeout: float = 15) -> None:
+    """SIGTERM, and SIGKILL if the process has not exited after ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def running_server(command: list[str], ready_url: str, workdir: Path, timeout: float) -> Iterator[None]:
     """Start a real server process, wait until ``ready_url`` answers 200, stop it afterwards."""
@@ -58,12 +69,7 @@ def running_server(command: list[str], ready_url: str, workdir: Path, timeout: f
                 time.sleep(0.2)
             yield
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,12 @@ long one, the size limits say what they are, and the port answers from the first
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +31,7 @@ from app.api.schemas import IngestOut
 from app.config import Settings
 from app.embed import Embedder
 
-from .conftest import CORPUS, free_port
+from .conftest import CORPUS, free_port, stop
 from .live_service import HOSTILE_ARTICLE, finished_job, live_server, wait_until_ready
 from .test_web import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 
@@ -322,6 +327,84 @@ def test_a_failed_start_up_is_reported_not_a_crash(tmp_path: Path, embedder: Emb
         )
         assert http.get("/healthz").status_code == 503
         assert http.get("/v1/articles").status_code == 503
+
+
+# ``python -m app`` with the import of HOLD_IMPORT held (the first module serve needs once its port is
+# open) until a line comes on stdin; HOLD_REPORT gets the heavy packages already imported by then.
+HELD_IMPORT = """
+import importlib.abc, json, os, runpy, sys
+
+HEAVY = {"chromadb", "fastapi", "langchain_core", "openai", "sentence_transformers", "torch", "trafilatura"}
+
+
+class Hold(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["HOLD_IMPORT"]:
+            sys.meta_path.remove(self)
+            report = os.environ["HOLD_REPORT"]
+            with open(report + ".part", "w") as out:
+                json.dump(sorted(HEAVY & {module.split(".")[0] for module in sys.modules}), out)
+            os.replace(report + ".part", report)
+            sys.stdin.readline()
+        return None
+
+
+sys.meta_path.insert(0, Hold())
+runpy.run_module("app", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_serve_listens_before_it_imports_the_app_and_answers_what_waited(tmp_path: Path) -> None:
+    port = free_port()
+    held = tmp_path / "held.json"
+    env = {
+        **os.environ,
+        "NEWSDESK_DATA_DIR": str(tmp_path),
+        "NEWSDESK_SEED_CORPUS": "false",
+        "HOLD_IMPORT": "app.api",
+        "HOLD_REPORT": str(held),
+    }
+    command = [sys.executable, "-c", HELD_IMPORT, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=env)
+    assert process.stdin is not None
+    try:
+        deadline = time.monotonic() + 120
+        while not held.exists():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.05)
+        # The app's import is held: no server runs yet, but the port takes the connection and the request.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: newsdesk\r\nConnection: close\r\n\r\n")
+            assert json.loads(held.read_text()) == [], "the port opens before the heavy imports"
+            process.stdin.write(b"go\n")
+            process.stdin.flush()
+            conn.settimeout(120)
+            reply = b""
+            while chunk := conn.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply
+        assert reply.endswith(b'\r\n\r\n{"status":"ok"}'), reply
+    finally:
+        process.stdin.close()
+        stop(process)
+    assert "listening on http://127.0.0.1:" in log.read_text()
+
+
+def test_serve_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "NEWSDESK_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+        command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"error: cannot listen on 127.0.0.1:{port}: the port is in use (another newsdesk serve?); "
+        "stop that server or pick a free port with --port\n"
+    )
 
 
 # -- the page -------------------------------------------------------------------------------------
