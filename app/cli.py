@@ -533,7 +533,7 @@ def train_reader(
         int | None, typer.Option(min=1, help="Use only this many questions per split (a quick check).")
     ] = None,
 ) -> None:
-    """Fine-tune the reader (a cross-encoder) from the bundled MiniLM; print the validation figures."""
+    """Fine-tune the reader (a bi-encoder) from the bundled MiniLM; print the validation figures."""
     from app.embed import build_embedder, local_model_dir
     from app.train import TrainingConfig, train_and_save
 
@@ -552,10 +552,15 @@ def train_reader(
             advance,
         )
     table = Table(title=f"validation: {config.validation_year} questions (top-1 over each shortlist)")
-    for column in ("scorer", "top-1", "top-1 where reachable"):
+    for column in ("scorer", "top-1", "top-1 where reachable", "unanswered refused at 5%"):
         table.add_column(column, justify="left" if column == "scorer" else "right")
     for scorer, figures in result["figures"].items():
-        table.add_row(scorer, f"{figures['top1']:.3f}", f"{figures['top1_reachable']:.3f}")
+        table.add_row(
+            scorer,
+            f"{figures['top1']:.3f}",
+            f"{figures['top1_reachable']:.3f}",
+            f"{figures['unanswered_refused_at_5pct']:.3f}",
+        )
     out.print(table)
     out.print(f"trained in {result['seconds']:.0f} s on {result['counts']}; weights in {output or settings.reader_dir}")
 

@@ -39,9 +39,9 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = Field(40, ge=0, description="Tokens of whole sentences repeated between chunks.")
 
     reader: Literal["heuristic", "learned"] = Field(
-        "heuristic",
+        "learned",
         description="How the extractive engine picks its sentences: heuristic (embedding similarity and "
-        "hand-weighted cues) or learned (the cross-encoder that `newsdesk train reader` builds).",
+        "hand-weighted cues) or learned (the bi-encoder that `newsdesk train reader` builds).",
     )
     reader_dir: Path = Field(READER_DIR, description="The learned reader's weights (newsdesk train reader).")
     top_k: int = Field(8, ge=1, le=100, description="Passages retrieved per question.")

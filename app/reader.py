@@ -1,27 +1,27 @@
-"""The learned reader: a cross-encoder that reads a question and a candidate sentence together
-and scores how well the sentence answers it (a logit; ``sigmoid`` gives a probability).
+"""The learned reader: a bi-encoder that embeds a question and each candidate sentence and scores
+how well the sentence answers it (the cosine of the two vectors).
 
 Fine-tuned from the bundled all-MiniLM-L6-v2 on past news quizzes by ``newsdesk train reader``
-(``app/train.py``), which writes the weights and their model card to ``models/reader/``.
+(``app/train.py``), which writes the weights and their model card to ``models/reader/``. It reads
+only the candidates the engine shortlists, so nothing is stored for it at ingest. A cross-encoder
+trained on the same examples ranked worse on the validation quizzes (models/reader/README.md).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.config import READER_DIR, Settings
 from app.errors import ConfigError
 
 if TYPE_CHECKING:
-    import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from sentence_transformers import SentenceTransformer
 
 WEIGHTS_FILE = "model.safetensors"
-MAX_TOKENS = 96  # question + title + sentence; longer pairs lose the end of the sentence
+MAX_TOKENS = 96  # title + sentence; longer candidates lose the end of the sentence
 REBUILD = "rebuild it with `newsdesk train reader` (see models/reader/README.md)"
 
 
@@ -36,7 +36,7 @@ def build_reader(settings: Settings) -> LearnedReader | None:
 
 
 class LearnedReader:
-    """Scores (question, candidate) pairs with the cross-encoder in ``model_dir``; loads on first use."""
+    """Scores candidates against a question with the bi-encoder in ``model_dir``; loads on first use."""
 
     def __init__(self, model_dir: Path = READER_DIR, batch_size: int = 32) -> None:
         if not (model_dir / WEIGHTS_FILE).is_file():
@@ -46,54 +46,44 @@ class LearnedReader:
             )
         self.model_dir = model_dir
         self.batch_size = batch_size
-        self._loaded: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None
+        self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
 
-    def load(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    def load(self) -> SentenceTransformer:
         with self._lock:
-            if self._loaded is None:
-                self._loaded = load_cross_encoder(self.model_dir)
-            return self._loaded
+            if self._model is None:
+                self._model = load_bi_encoder(self.model_dir)
+            return self._model
 
     def score(self, question: str, candidates: list[str]) -> list[float]:
-        """One logit per candidate: higher answers the question better."""
+        """One cosine per candidate, in [-1, 1]: higher answers the question better."""
         if not candidates:
             return []
-        import torch
-
-        model, tokenizer = self.load()
-        logits: list[float] = []
-        with torch.inference_mode():
-            for start in range(0, len(candidates), self.batch_size):
-                batch = candidates[start : start + self.batch_size]
-                encoded = encode_pairs(tokenizer, [question] * len(batch), batch)
-                logits.extend(model(**encoded).logits.squeeze(-1).float().tolist())
-        return logits
+        vectors = self.load().encode(
+            [question, *candidates],
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return [float(v) for v in vectors[1:] @ vectors[0]]
 
 
-def encode_pairs(tokenizer: PreTrainedTokenizerBase, questions: list[str], candidates: list[str]) -> Any:
-    return tokenizer(
-        questions, candidates, padding=True, truncation="only_second", max_length=MAX_TOKENS, return_tensors="pt"
-    )
-
-
-def load_cross_encoder(
-    model_dir: Path, dtype: torch.dtype | None = None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model (float32 on the CPU, whatever the file's precision) and its tokenizer."""
+def load_bi_encoder(model_dir: Path) -> SentenceTransformer:
+    """The model in float32 on the CPU, whatever the file's precision."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
     from safetensors import SafetensorError
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=dtype or torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError, RuntimeError, SafetensorError, json.JSONDecodeError) as error:
+        model = SentenceTransformer(str(model_dir), device="cpu", model_kwargs={"dtype": torch.float32})
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
         raise ConfigError(f"the reader's weights in {model_dir} cannot be loaded ({error}): {REBUILD}") from error
+    model.max_seq_length = MAX_TOKENS
     model.eval()
-    return model, tokenizer
+    return model

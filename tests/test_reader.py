@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings
+from app.config import READER_DIR, Settings
 from app.embed import Embedder
 from app.errors import ConfigError
 from app.reader import LearnedReader, build_reader
 from app.service import Newsdesk
-from app.train import TrainingConfig
 
 from .conftest import CORPUS, make_ingestor
 
@@ -44,7 +43,8 @@ def test_the_training_command_runs_end_to_end_on_a_tiny_fixture(
     card = (target / "README.md").read_text()
     assert "newsdesk train reader" in card and "sha256" in card
     assert '"train_questions": 4' in card and '"validation_questions": 2' in card
-    assert json.loads((target / "config.json").read_text())["num_hidden_layers"] == TrainingConfig().layers
+    assert json.loads((target / "config.json").read_text())["num_hidden_layers"] == 6, "all of MiniLM's layers"
+    assert (target / "modules.json").is_file(), "a sentence-transformers directory"
     assert (target / "model.safetensors").stat().st_size < 50_000_000, "fp16 weights"
 
 
@@ -52,8 +52,46 @@ def test_the_training_command_runs_end_to_end_on_a_tiny_fixture(
 def test_trained_weights_load_offline_and_score(trained: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     reader = LearnedReader(trained[0])
     scores = reader.score("Who chairs the Federal Reserve?", ["Jerome Powell chairs the Fed.", "Stocks fell."])
-    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+    assert len(scores) == 2 and all(-1.0 <= s <= 1.0 for s in scores), "cosines"
     assert reader.score("Who chairs the Federal Reserve?", []) == []
+
+
+# Questions about our own corpus/ articles, each with its answer sentence first, then sentences of the
+# same article that do not answer it.
+CORPUS_PAIRS = [
+    (
+        "Which Fed official dissented from the December rate cut?",
+        "Beth Hammack, president of the Cleveland Fed, dissented because she preferred to leave rates unchanged.",
+        "The Dow Jones Industrial Average dropped 1,123 points after the announcement.",
+        "Fed officials raised their 2025 inflation forecast to 2.5% from 2.1%.",
+    ),
+    (
+        "How many points did the Dow fall after the Fed decision?",
+        "The Dow Jones Industrial Average dropped 1,123 points after the announcement.",
+        "Beth Hammack, president of the Cleveland Fed, dissented because she preferred to leave rates unchanged.",
+        "Policymakers now expect only two cuts next year.",
+    ),
+    (
+        "How many people died in the Myanmar earthquake?",
+        "Myanmar's military government said 2,719 people had been confirmed dead after the earthquake.",
+        "The U.S. Geological Survey measured the earthquake at magnitude 7.7.",
+        "A 30-story tower under construction collapsed in Bangkok's Chatuchak district.",
+    ),
+    (
+        "How long were Butch Wilmore and Suni Williams in space?",
+        "Their mission was meant to last about eight days but stretched to 286 days in orbit.",
+        "Crew-10 launched on March 14 to relieve the Crew-9 astronauts.",
+        "Their SpaceX Dragon capsule splashed down off Tallahassee, Florida.",
+    ),
+]
+
+
+@pytest.mark.skipif(not (READER_DIR / "model.safetensors").is_file(), reason="no bundled reader weights")
+def test_the_bundled_reader_puts_the_answer_first_on_our_own_pairs() -> None:
+    reader = LearnedReader(READER_DIR)
+    for question, answer, *others in CORPUS_PAIRS:
+        scores = reader.score(question, [answer, *others])
+        assert scores[0] == max(scores), (question, scores)
 
 
 def test_missing_weights_say_how_to_rebuild(tmp_path: Path) -> None:
@@ -72,7 +110,8 @@ def test_damaged_weights_say_how_to_rebuild(tmp_path: Path) -> None:
 def test_the_reader_setting_switches_the_scorer(
     tmp_path: Path, embedder: Embedder, trained: tuple[Path, subprocess.CompletedProcess[str]]
 ) -> None:
-    assert build_reader(Settings(data_dir=tmp_path)) is None, "the heuristic scorer is the default"
+    assert isinstance(build_reader(Settings(data_dir=tmp_path)), LearnedReader), "the learned reader is the default"
+    assert build_reader(Settings(data_dir=tmp_path, reader="heuristic")) is None
     settings = Settings(data_dir=tmp_path, reader="learned", reader_dir=trained[0])
     make_ingestor(settings, embedder).ingest_paths([CORPUS / "2024-12-18-fed-rate-cut.txt"], max_bytes=10**7)
     desk = Newsdesk(settings, embedder=embedder)

@@ -123,7 +123,7 @@ def test_dense_leg_from_the_lexical_index_equals_the_store_query(settings: Setti
 
 
 def test_a_store_opened_without_sentences_writes_none(tmp_path: Path, embedder: Embedder) -> None:
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path, reader="heuristic")  # the scorer that reads sentence vectors
     store = Store(connect(settings), settings.collection, embedder, sentences=False)
     report = Ingestor(store, embedder, make_ingestor(settings, embedder).chunker).ingest([PORT])
     assert store.chunk_count() == 1

@@ -88,7 +88,10 @@ PREVIOUS = (FERRY, HARBOUR)
 
 
 def recovery_settings(data_dir: Path) -> Settings:
-    return Settings(data_dir=data_dir, chunk_tokens=CHUNK_TOKENS, chunk_overlap_tokens=OVERLAP_TOKENS)
+    """The heuristic reader's store keeps sentence vectors: their recovery is tested too."""
+    return Settings(
+        data_dir=data_dir, chunk_tokens=CHUNK_TOKENS, chunk_overlap_tokens=OVERLAP_TOKENS, reader="heuristic"
+    )
 
 
 def markdown(target: Path, item: Article) -> Path:
@@ -102,6 +105,7 @@ def newsdesk(args: list[str], data_dir: Path) -> subprocess.CompletedProcess[str
         "NEWSDESK_DATA_DIR": str(data_dir),
         "NEWSDESK_CHUNK_TOKENS": str(CHUNK_TOKENS),
         "NEWSDESK_CHUNK_OVERLAP_TOKENS": str(OVERLAP_TOKENS),
+        "NEWSDESK_READER": "heuristic",
         "HF_HUB_OFFLINE": "1",
     }
     return subprocess.run(args, capture_output=True, text=True, env=environment, cwd=REPO, timeout=600, check=False)

@@ -1,9 +1,9 @@
 """Whether the retrieved articles cover a topic at all: a topic brief refuses as ``ask`` does.
 
-The evidence is the answer engine's (``app.answer.extractive``): the best cosine similarity of
-the topic to a sentence of the briefed passages, plus ``EVIDENCE_COVERAGE_WEIGHT`` times the
+The evidence is the heuristic answer scorer's (``app.answer.extractive.HEURISTIC``): the best
+embedding cosine of the topic to a sentence of the briefed passages, plus ``evidence_coverage`` times the
 best share of the topic's content words one sentence holds (every word weighted alike: the
-brief engines have no lexical index for IDF weights). Below ``REFUSE_BELOW_EVIDENCE`` the
+brief engines have no lexical index for IDF weights). Below its ``refuse_below`` the
 topic is not covered, and the brief says so and names the nearest sentence instead of
 briefing the nearest article.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.answer.extractive import EVIDENCE_COVERAGE_WEIGHT, REFUSE_BELOW_EVIDENCE
+from app.answer.extractive import HEURISTIC
 from app.brief import Document
 from app.brief.facts import source_label
 from app.text.sentences import split_sentences
@@ -28,11 +28,11 @@ class TopicEvidence:
 
     @property
     def covered(self) -> bool:
-        return self.evidence >= REFUSE_BELOW_EVIDENCE
+        return self.evidence >= HEURISTIC.refuse_below
 
     def refusal(self, topic: str) -> str:
         return (
-            f"The articles do not cover {topic!r} (evidence {self.evidence:.2f} < {REFUSE_BELOW_EVIDENCE:.2f}). "
+            f"The articles do not cover {topic!r} (evidence {self.evidence:.2f} < {HEURISTIC.refuse_below:.2f}). "
             f"The closest they come is {self.where}: {self.nearest}"
         )
 
@@ -55,4 +55,4 @@ def topic_evidence(topic: str, documents: list[Document], verifier: Verifier) ->
     doc, nearest = sentences[best]
     article = doc.article
     where = source_label(article.source, article.published_at, article.title)
-    return TopicEvidence(max(meanings) + EVIDENCE_COVERAGE_WEIGHT * coverage, nearest, where)
+    return TopicEvidence(max(meanings) + HEURISTIC.evidence_coverage * coverage, nearest, where)
