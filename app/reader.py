@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from app.config import READER_DIR, Settings
 from app.errors import ConfigError
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 
 WEIGHTS_FILE = "model.safetensors"
 MAX_TOKENS = 96  # title + sentence; longer candidates lose the end of the sentence
+CANDIDATE_CACHE_SIZE = 20_000  # candidate vectors kept (1.5 KB each): questions about one story share them
 REBUILD = "rebuild it with `newsdesk train reader` (see models/reader/README.md)"
 
 
@@ -36,9 +40,14 @@ def build_reader(settings: Settings) -> LearnedReader | None:
 
 
 class LearnedReader:
-    """Scores candidates against a question with the bi-encoder in ``model_dir``; loads on first use."""
+    """Scores candidates against a question with the bi-encoder in ``model_dir``; loads on first use.
 
-    def __init__(self, model_dir: Path = READER_DIR, batch_size: int = 32) -> None:
+    A candidate's vector depends on its text alone, so the last ``cache_size`` are kept: questions
+    about the same story read the same sentences, and only the new ones run the model."""
+
+    def __init__(
+        self, model_dir: Path = READER_DIR, batch_size: int = 32, cache_size: int = CANDIDATE_CACHE_SIZE
+    ) -> None:
         if not (model_dir / WEIGHTS_FILE).is_file():
             raise ConfigError(
                 f"the reader's weights are missing ({model_dir / WEIGHTS_FILE}): {REBUILD}, "
@@ -46,8 +55,11 @@ class LearnedReader:
             )
         self.model_dir = model_dir
         self.batch_size = batch_size
+        self.cache_size = cache_size
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._vectors_lock = threading.Lock()
 
     def load(self) -> SentenceTransformer:
         with self._lock:
@@ -59,14 +71,24 @@ class LearnedReader:
         """One cosine per candidate, in [-1, 1]: higher answers the question better."""
         if not candidates:
             return []
-        vectors = self.load().encode(
-            [question, *candidates],
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
+        with self._vectors_lock:
+            known = {text: self._vectors[text] for text in candidates if text in self._vectors}
+            for text in known:
+                self._vectors.move_to_end(text)
+        missing = list(dict.fromkeys(text for text in candidates if text not in known))
+        query, *new = self._encode([question, *missing])
+        with self._vectors_lock:
+            for text, vector in zip(missing, new, strict=True):
+                self._vectors[text] = known[text] = vector
+            while len(self._vectors) > self.cache_size:
+                self._vectors.popitem(last=False)
+        return [float(known[text] @ query) for text in candidates]
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vectors: np.ndarray = self.load().encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
-        return [float(v) for v in vectors[1:] @ vectors[0]]
+        return vectors
 
 
 def load_bi_encoder(model_dir: Path) -> SentenceTransformer:

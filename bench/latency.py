@@ -124,7 +124,9 @@ def measure(label: str, settings: Settings, embedder: Embedder, questions: list[
         f"{label}: {desk.store.chunk_count():,} chunks, {desk.store.article_count():,} articles, "
         f"{sentences:,} sentence vectors; open + lexical sync {opened:.1f} s"
     )
-    if not sentences:
+    if desk.extractive.reader is not None:
+        print("  (learned reader: it embeds each question's candidates, keeping the vectors of recent ones)")
+    elif not sentences:
         print("  (no sentence vectors stored: the full answer embeds the candidate sentences at question time)")
     print(f"  retrieval      p50 {statistics.median(retrieval):6.1f} ms   p95 {percentile(retrieval, 0.95):6.1f} ms")
     print(f"  full answer    p50 {statistics.median(answer):6.1f} ms   p95 {percentile(answer, 0.95):6.1f} ms")

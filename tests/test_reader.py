@@ -94,6 +94,21 @@ def test_the_bundled_reader_puts_the_answer_first_on_our_own_pairs() -> None:
         assert scores[0] == max(scores), (question, scores)
 
 
+@pytest.mark.skipif(not (READER_DIR / "model.safetensors").is_file(), reason="no bundled reader weights")
+def test_candidate_vectors_are_kept_and_give_the_same_scores() -> None:
+    reader = LearnedReader(READER_DIR, cache_size=5)
+    question, *candidates = CORPUS_PAIRS[0]
+    encoded: list[list[str]] = []
+    real_encode = reader._encode
+    reader._encode = lambda texts: encoded.append(texts) or real_encode(texts)  # type: ignore[method-assign]
+    first = reader.score(question, candidates)
+    again = reader.score("Who voted against the rate cut?", candidates)
+    assert encoded[1] == ["Who voted against the rate cut?"], "known candidates are not encoded again"
+    assert again != first and reader.score(question, candidates) == pytest.approx(first, abs=1e-5)
+    reader.score(question, [f"Sentence number {n} of a long story." for n in range(8)])
+    assert len(reader._vectors) == 5, "the cache keeps at most cache_size vectors"
+
+
 def test_missing_weights_say_how_to_rebuild(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="newsdesk train reader"):
         LearnedReader(tmp_path)
