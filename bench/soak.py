@@ -1,6 +1,6 @@
 """Soak test of the HTTP service: a real server on loopback, a mixed load from several clients.
 
-    .venv/bin/python bench/soak.py [--seconds 60] [--clients 6] [--large-chars 150000]
+    .venv/bin/python bench/soak.py [--seconds 60] [--clients 6] [--large-chars 150000] [--keep N] [--sample-every 15]
 
 Starts ``newsdesk serve`` as a subprocess on a free loopback port over a new store in a temporary
 directory (the bundled corpus is seeded at start-up), waits until it is ready, then runs
@@ -8,10 +8,14 @@ directory (the bundled corpus is seeded at start-up), waits until it is ready, t
 request at random: asks, searches, briefs (of an article or a topic), small JSON articles
 (``POST /v1/articles``), small uploads, large uploads (at most one in flight; ``--large-chars``
 of text), and deletions of the articles the soak added. An upload is polled at its job until
-done. Then it prints the requests by status, p50/p95/max per route, the longest time a small ingest
-took while a large upload was running (a JSON article's request, or a small upload's job from
-202 to done), and the server's RSS once ready, a quarter into the run (after warm-up) and at the
-end. Exit code 1 on any 5xx, transport error or failed job.
+done. With ``--keep N`` the store stays level: whenever the soak holds more than N articles of
+its own, the client that added one deletes the oldest, so what is stored stops growing and RSS
+growth is not mistaken for stored data. Every ``--sample-every`` seconds the server's RSS, its
+live articles and chunks (``/readyz``) and its embedding-cache misses (``/metrics``) are recorded
+and printed as a curve at the end. Then it prints the requests by status, p50/p95/max per route,
+the longest time a small ingest took while a large upload was running (a JSON article's request,
+or a small upload's job from 202 to done), and the server's RSS once ready, a quarter into the
+run (after warm-up) and at the end. Exit code 1 on any 5xx, transport error or failed job.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class Soak:
     small_ingests: list[tuple[str, float, float]] = field(default_factory=list)  # (what, started, finished)
     article_ids: list[str] = field(default_factory=list)
     serial: int = 0
+    keep: int | None = None  # delete the oldest added article while more than this many are stored
 
     def next_serial(self) -> int:
         with self.lock:
@@ -130,6 +135,7 @@ def wait_for_job(soak: Soak, http: httpx.Client, accepted: httpx.Response) -> bo
             if job["status"] == "done":
                 with soak.lock:
                     soak.added.append(job["article"]["id"])
+                trim(soak, http)
                 return True
             if job["status"] == "failed":
                 with soak.lock:
@@ -137,6 +143,16 @@ def wait_for_job(soak: Soak, http: httpx.Client, accepted: httpx.Response) -> bo
                 return False
         time.sleep(JOB_POLL_S)
     return False
+
+
+def trim(soak: Soak, http: httpx.Client) -> None:
+    """With ``--keep``: delete the oldest articles the soak added while it holds more than that."""
+    while True:
+        with soak.lock:
+            if soak.keep is None or len(soak.added) <= soak.keep:
+                return
+            victim = soak.added.pop(0)
+        soak.call(http, "DELETE /v1/articles/{id}", "DELETE", f"/v1/articles/{victim}")
 
 
 def act(soak: Soak, http: httpx.Client, action: str) -> None:
@@ -158,6 +174,7 @@ def act(soak: Soak, http: httpx.Client, action: str) -> None:
             with soak.lock:
                 soak.added.append(response.json()["id"])
                 soak.small_ingests.append(("POST /v1/articles", started, time.monotonic()))
+            trim(soak, http)
     elif action == "upload_small":
         serial = soak.next_serial()
         text = f"Title: Ferry Notice {serial}\n\n{small_article(serial)['body']}"
@@ -207,6 +224,44 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+@dataclass(frozen=True)
+class Sample:
+    at: float  # seconds into the run
+    rss_mb: float
+    articles: int | None  # live, from /readyz (None when it did not answer in time)
+    chunks: int | None
+    cache_misses: int | None  # embedding-cache misses so far, from /metrics
+
+
+def sample(url: str, pid: int, at: float) -> Sample:
+    articles = chunks = misses = None
+    try:
+        ready = httpx.get(f"{url}/readyz", timeout=30).json()
+        articles, chunks = ready["articles"], ready["chunks"]
+        for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+            if line.startswith('newsdesk_embedding_cache_texts_total{result="miss"}'):
+                misses = int(float(line.split()[-1]))
+    except (httpx.HTTPError, KeyError, ValueError):
+        pass
+    return Sample(at, rss_mb(pid), articles, chunks, misses)
+
+
+def print_curve(samples: list[Sample]) -> None:
+    print(f"{'t':>6} {'RSS':>8} {'articles':>8} {'chunks':>7} {'cache misses':>12}")
+    for s in samples:
+        cells = [
+            f"{v:>{w}}" if v is not None else f"{'?':>{w}}"
+            for v, w in zip((s.articles, s.chunks, s.cache_misses), (8, 7, 12), strict=True)
+        ]
+        print(f"{s.at:>5.0f}s {s.rss_mb:>5.0f} MB " + " ".join(cells))
+    if len(samples) >= 3:
+        half = [s for s in samples if s.at >= samples[-1].at / 2]
+        first, last = half[0], half[-1]
+        if last.at > first.at:
+            slope = (last.rss_mb - first.rss_mb) / (last.at - first.at) * 60
+            print(f"RSS over the second half ({first.at:.0f}-{last.at:.0f} s): {slope:+.1f} MB/min")
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -225,8 +280,10 @@ def longest_wait_behind_large(soak: Soak) -> tuple[float, str, int]:
     return seconds, what, len(overlapping)
 
 
-def report(soak: Soak, rss: list[tuple[float, float]], seconds: float, timings: tuple[float, float]) -> None:
-    """``rss``: (seconds into the run, MB) samples."""
+def report(
+    soak: Soak, rss: list[tuple[float, float]], seconds: float, timings: tuple[float, float], samples: list[Sample]
+) -> None:
+    """``rss``: (seconds into the run, MB) samples every second; ``samples``: the curve."""
     print(f"port open after {timings[0]:.1f} s, ready after {timings[1]:.1f} s (seeding the bundled corpus)")
     total = sum(soak.statuses.values())
     print(f"{total} requests in {seconds:.0f} s from {len(soak.latencies)} routes")
@@ -252,6 +309,7 @@ def report(soak: Soak, rss: list[tuple[float, float]], seconds: float, timings: 
         f"server RSS: {rss[0][1]:.0f} MB once ready, {quarter:.0f} MB after a quarter of the run, "
         f"{rss[-1][1]:.0f} MB at the end (peak {max(mb for _, mb in rss):.0f} MB)"
     )
+    print_curve(samples)
     for failure in soak.failures[:20]:
         print("FAILED", failure)
 
@@ -262,6 +320,10 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=6, help="client threads")
     parser.add_argument("--large-chars", type=int, default=150_000, help="characters of a large upload")
     parser.add_argument("--seed", type=int, default=7, help="random seed of the request mix")
+    parser.add_argument(
+        "--keep", type=int, default=None, help="keep at most this many added articles (delete the oldest beyond)"
+    )
+    parser.add_argument("--sample-every", type=float, default=15.0, help="seconds between RSS/store samples")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="newsdesk-soak-") as tmp:
@@ -286,7 +348,10 @@ def main() -> int:
             wait_ready(url, process, log, timeout=300)
             ready = time.monotonic() - launched
             rss_start = rss_mb(process.pid)
-            soak = Soak(url, args.large_chars, time.monotonic() + args.seconds, random.Random(args.seed))
+            soak = Soak(
+                url, args.large_chars, time.monotonic() + args.seconds, random.Random(args.seed), keep=args.keep
+            )
+            samples = [sample(url, process.pid, 0.0)]
             soak.article_ids = [a["id"] for a in httpx.get(f"{url}/v1/articles", params={"limit": 100}).json()]
             started = time.monotonic()
             threads = [threading.Thread(target=client, args=(soak, args.seed + n)) for n in range(args.clients)]
@@ -295,8 +360,12 @@ def main() -> int:
             rss = [(0.0, rss_start)]
             while any(thread.is_alive() for thread in threads):
                 time.sleep(RSS_EVERY_S)
-                rss.append((time.monotonic() - started, rss_mb(process.pid)))
-            report(soak, rss, time.monotonic() - started, (port_open, ready))
+                at = time.monotonic() - started
+                rss.append((at, rss_mb(process.pid)))
+                if at - samples[-1].at >= args.sample_every:
+                    samples.append(sample(url, process.pid, at))
+            samples.append(sample(url, process.pid, time.monotonic() - started))  # the store once the clients stop
+            report(soak, rss, time.monotonic() - started, (port_open, ready), samples)
         finally:
             process.terminate()
             process.wait(timeout=30)
