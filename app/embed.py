@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import openai
 from langchain_core.embeddings import Embeddings
 from pydantic import SecretStr
@@ -76,6 +78,38 @@ class Embedder:
         """Empty the query cache (a benchmark does, so that every timed question runs the model)."""
         with self._queries_lock:
             self._queries.clear()
+
+
+class VectorCache:
+    """The vectors of the last ``size`` texts, shared by threads: a vector depends on its text alone."""
+
+    def __init__(self, size: int, dtype: type[np.floating[Any]] = np.float32) -> None:
+        self.size = size
+        self.dtype = dtype
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def get(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
+        """The cached vectors of these texts (each marked as recently used); the others are left out."""
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for text in texts:
+                vector = self._vectors.get(text)
+                if vector is not None:
+                    self._vectors.move_to_end(text)
+                    found[text] = vector
+        return found
+
+    def put(self, texts: Sequence[str], vectors: Iterable[Sequence[float] | np.ndarray]) -> None:
+        with self._lock:
+            for text, vector in zip(texts, vectors, strict=True):
+                self._vectors[text] = np.asarray(vector, dtype=self.dtype)
+                self._vectors.move_to_end(text)
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
 
 
 class LocalEmbeddings(Embeddings):

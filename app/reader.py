@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app.config import READER_DIR, Settings
+from app.embed import VectorCache
 from app.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -55,11 +55,9 @@ class LearnedReader:
             )
         self.model_dir = model_dir
         self.batch_size = batch_size
-        self.cache_size = cache_size
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
-        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._vectors_lock = threading.Lock()
+        self._vectors = VectorCache(cache_size)
 
     def load(self) -> SentenceTransformer:
         with self._lock:
@@ -71,17 +69,11 @@ class LearnedReader:
         """One cosine per candidate, in [-1, 1]: higher answers the question better."""
         if not candidates:
             return []
-        with self._vectors_lock:
-            known = {text: self._vectors[text] for text in candidates if text in self._vectors}
-            for text in known:
-                self._vectors.move_to_end(text)
+        known = self._vectors.get(candidates)
         missing = list(dict.fromkeys(text for text in candidates if text not in known))
         query, *new = self._encode([question, *missing])
-        with self._vectors_lock:
-            for text, vector in zip(missing, new, strict=True):
-                self._vectors[text] = known[text] = vector
-            while len(self._vectors) > self.cache_size:
-                self._vectors.popitem(last=False)
+        self._vectors.put(missing, new)
+        known.update(zip(missing, new, strict=True))
         return [float(known[text] @ query) for text in candidates]
 
     def _encode(self, texts: list[str]) -> np.ndarray:

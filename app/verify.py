@@ -31,15 +31,13 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
+from app.embed import Embedder, VectorCache
 from app.text.citations import MARKER, marker_numbers
 from app.text.dates import DATE_WORD, dates_in
 from app.text.numbers import numbers_in, word_value
@@ -48,7 +46,6 @@ from app.text.terms import STOPWORDS
 
 if TYPE_CHECKING:
     from app.answer import Answer
-    from app.embed import Embedder
 
 SUPPORT_THRESHOLD = 0.49
 CACHE_SIZE = 8192  # texts whose vectors are kept (float64: about 25 MB with MiniLM)
@@ -267,9 +264,7 @@ class Verifier:
     def __init__(self, embedder: Embedder, threshold: float = SUPPORT_THRESHOLD, cache_size: int = CACHE_SIZE) -> None:
         self.embedder = embedder
         self.threshold = threshold
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, npt.NDArray[np.float64]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache = VectorCache(cache_size, np.float64)
 
     def check(self, claim: str, spans: Sequence[str], context: str = "") -> Verdict:
         return self.check_many([(claim, spans)], context)[0]
@@ -294,7 +289,7 @@ class Verifier:
 
     def remember(self, texts: Sequence[str], vectors: Iterable[Sequence[float]]) -> None:
         """Vectors already computed by the caller (same embedder), so checks do not embed them again."""
-        self._keep(zip(texts, vectors, strict=True))
+        self._cache.put(texts, vectors)
 
     def similarity(self, a: str, b: str) -> float:
         vectors = self.vectors([a, b])
@@ -303,27 +298,13 @@ class Verifier:
     def vectors(self, texts: Iterable[str]) -> dict[str, list[float]]:
         """The vector of each text: from the cache, the rest embedded in one call (and cached)."""
         wanted = list(dict.fromkeys(texts))
-        found: dict[str, list[float]] = {}
-        with self._lock:
-            for text in wanted:
-                cached = self._cache.get(text)
-                if cached is not None:
-                    self._cache.move_to_end(text)
-                    found[text] = cached.tolist()
+        found = {text: vector.tolist() for text, vector in self._cache.get(wanted).items()}
         todo = [text for text in wanted if text not in found]
         if todo:
             embedded = self.embedder.embed_documents(todo)
             found.update(zip(todo, embedded, strict=True))
-            self._keep(zip(todo, embedded, strict=True))
+            self._cache.put(todo, embedded)
         return found
-
-    def _keep(self, pairs: Iterable[tuple[str, Sequence[float]]]) -> None:
-        with self._lock:
-            for text, vector in pairs:
-                self._cache[text] = np.asarray(vector, dtype=np.float64)
-                self._cache.move_to_end(text)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
 
     def _verdict(self, claim: str, spans: list[str], context: str, vectors: dict[str, list[float]]) -> Verdict:
         if not claim.strip():

@@ -15,14 +15,12 @@ waited as long as the whole batch took (20 s for an upload's 492 texts on 2 busy
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from app.embed import Embedder
+from app.embed import Embedder, VectorCache
 
 
 @dataclass
@@ -48,10 +46,8 @@ class BatchingEmbeddings(Embeddings):
         self.inner = inner
         self.max_texts = max_texts
         self.solo_texts = solo_texts
-        self.cache_size = cache_size
         self.on_lookup = on_lookup
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._cache = VectorCache(cache_size)
         self._changed = threading.Condition()
         self._queue: list[_Job] = []
         self._running = False
@@ -59,24 +55,14 @@ class BatchingEmbeddings(Embeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if len(texts) >= self.max_texts:  # an ingest: nothing to merge, nothing worth caching
             return self.inner.embed_documents(texts)
-        found: dict[str, list[float]] = {}
-        with self._cache_lock:
-            for text in texts:
-                cached = self._cache.get(text)
-                if cached is not None:
-                    self._cache.move_to_end(text)
-                    found[text] = cached.tolist()
+        found = {text: vector.tolist() for text, vector in self._cache.get(texts).items()}
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         if self.on_lookup:
             self.on_lookup(len(texts) - len(missing), len(missing))
         if missing:
             vectors = self.inner.embed_documents(missing) if len(missing) >= self.solo_texts else self._embed(missing)
             found.update(zip(missing, vectors, strict=True))
-            with self._cache_lock:
-                for text, new in zip(missing, vectors, strict=True):
-                    self._cache[text] = np.asarray(new, dtype=np.float32)
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+            self._cache.put(missing, vectors)
         return [found[text] for text in texts]
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
