@@ -31,7 +31,9 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -77,6 +79,8 @@ class Soak:
     large_running: bool = False
     large_spans: list[tuple[float, float]] = field(default_factory=list)
     small_ingests: list[tuple[str, float, float]] = field(default_factory=list)  # (what, started, finished)
+    # small upload jobs: (started, finished, seconds queued, seconds running)
+    small_jobs: list[tuple[float, float, float, float]] = field(default_factory=list)
     article_ids: list[str] = field(default_factory=list)
     serial: int = 0
     keep: int | None = None  # delete the oldest added article while more than this many are stored
@@ -124,8 +128,8 @@ def large_article(serial: int, characters: int) -> str:
     return f"Title: Long Read {serial}\nSource: Soak Archive\nPublished: 2025-06-01\n\n" + "\n\n".join(body)
 
 
-def wait_for_job(soak: Soak, http: httpx.Client, accepted: httpx.Response) -> bool:
-    """Poll the job until it is done or failed; True when done."""
+def wait_for_job(soak: Soak, http: httpx.Client, accepted: httpx.Response) -> dict[str, Any] | None:
+    """Poll the job until it is done or failed; the finished job when done."""
     location = accepted.headers["Location"]
     give_up = soak.deadline + 600
     while time.monotonic() < give_up:
@@ -136,13 +140,13 @@ def wait_for_job(soak: Soak, http: httpx.Client, accepted: httpx.Response) -> bo
                 with soak.lock:
                     soak.added.append(job["article"]["id"])
                 trim(soak, http)
-                return True
+                return job  # type: ignore[no-any-return]
             if job["status"] == "failed":
                 with soak.lock:
                     soak.failures.append(f"job {job['file']} failed: {job['error']}")
-                return False
+                return None
         time.sleep(JOB_POLL_S)
-    return False
+    return None
 
 
 def trim(soak: Soak, http: httpx.Client) -> None:
@@ -182,9 +186,11 @@ def act(soak: Soak, http: httpx.Client, action: str) -> None:
         accepted = soak.call(
             http, "POST /v1/articles/upload", "POST", "/v1/articles/upload", files={"file": (f"n{serial}.txt", text)}
         )
-        if accepted is not None and accepted.status_code == 202 and wait_for_job(soak, http, accepted):
+        job = wait_for_job(soak, http, accepted) if accepted is not None and accepted.status_code == 202 else None
+        if job is not None:
             with soak.lock:
                 soak.small_ingests.append(("small upload job", started, time.monotonic()))
+                soak.small_jobs.append((started, time.monotonic(), *job_phases(job)))
     elif action == "upload_large":
         with soak.lock:
             if soak.large_running:
@@ -267,6 +273,29 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
+def job_phases(job: dict[str, Any]) -> tuple[float, float]:
+    """A finished job's seconds queued (accepted to started) and running (started to finished), by its own clock."""
+    created, started, finished = (datetime.fromisoformat(job[k]) for k in ("created_at", "started_at", "finished_at"))
+    return (started - created).total_seconds(), (finished - started).total_seconds()
+
+
+def small_jobs_during_large(soak: Soak) -> str:
+    """Where the small upload jobs that overlapped a large upload spent their time."""
+    phases = [
+        (queued, running)
+        for start, end, queued, running in soak.small_jobs
+        if any(start < large_end and end > large_start for large_start, large_end in soak.large_spans)
+    ]
+    if not phases:
+        return "no small upload job overlapped a large upload"
+    queued, running = [q for q, _ in phases], [r for _, r in phases]
+    return (
+        f"small upload jobs during a large upload: {len(phases)}; queued p50/p95/max "
+        f"{statistics.median(queued):.2f}/{percentile(queued, 0.95):.2f}/{max(queued):.2f} s, running "
+        f"{statistics.median(running):.2f}/{percentile(running, 0.95):.2f}/{max(running):.2f} s"
+    )
+
+
 def longest_wait_behind_large(soak: Soak) -> tuple[float, str, int]:
     """The longest small ingest that overlapped a large upload: (seconds, what, how many overlapped)."""
     overlapping = [
@@ -304,6 +333,7 @@ def report(
         f"large uploads: {len(soak.large_spans)} ({', '.join(f'{b - a:.0f} s' for a, b in soak.large_spans)}); "
         f"small ingests during one: {overlapped}, the longest {longest:.2f} s ({what})"
     )
+    print(small_jobs_during_large(soak))
     quarter = next(mb for at, mb in rss if at >= seconds / 4)
     print(
         f"server RSS: {rss[0][1]:.0f} MB once ready, {quarter:.0f} MB after a quarter of the run, "

@@ -168,6 +168,45 @@ def test_a_short_upload_does_not_queue_behind_a_long_one() -> None:
     assert jobs.get(long_job.id).status == "done"
 
 
+def run_long_beside_small(small_seconds: float) -> list[str]:
+    """A long upload of three batches while a small ingest runs for ``small_seconds``: the order of events."""
+    jobs = Jobs()
+    events: list[str] = []
+    small_running = threading.Event()
+    outcome = IngestOut(id="a", title="A", status="added", chunks=1)
+
+    def small_work() -> IngestOut:
+        small_running.set()
+        time.sleep(small_seconds)
+        events.append("small done")
+        return outcome
+
+    def long_work(progress: Callable[[int, int], None]) -> IngestOut:
+        for done in (64, 128, 192):
+            small_running.wait(10)
+            events.append(f"long {done}")
+            progress(done, 192)
+        return outcome
+
+    try:
+        long_job = jobs.submit("long.txt", jobs_module.SMALL_ARTICLE_CHARS + 1, long_work)
+        jobs.run_small(small_work)
+        while not jobs.get(long_job.id).finished:
+            time.sleep(0.01)
+    finally:
+        jobs.close()
+    return events
+
+
+def test_a_long_upload_makes_way_for_small_ingests_between_its_batches() -> None:
+    assert run_long_beside_small(small_seconds=1.0) == ["long 64", "small done", "long 128", "long 192"]
+
+
+def test_a_long_upload_makes_way_for_a_bounded_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs_module, "MAKE_WAY_S", 0.2)
+    assert run_long_beside_small(small_seconds=2.0) == ["long 64", "long 128", "long 192", "small done"]
+
+
 def test_finished_jobs_are_kept_a_bounded_number_and_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jobs_module, "KEEP_FINISHED", 2)
     jobs = Jobs()

@@ -9,6 +9,9 @@ Two lanes, each one worker thread: articles up to ``SMALL_ARTICLE_CHARS`` charac
 one, longer ones to the other, so a short upload never queues behind a long one. Both ingest
 through ``Newsdesk.ingest_article``, which holds the store's write lock only per batch of
 chunks and for the commit, so the two lanes (and synchronous ``POST /v1/articles``) interleave.
+They also share two cores: after each batch a long upload waits while small ingests (the small
+lane's, and short ``POST /v1/articles``, through ``run_small``) are running, up to
+``MAKE_WAY_S`` a batch, so a stream of small ones slows a long one but never stops it.
 
 Finished jobs are kept ``KEEP_SECONDS`` and at most ``KEEP_FINISHED`` of them; at most
 ``MAX_WAITING`` jobs wait at once (a further upload gets 503 with Retry-After).
@@ -42,6 +45,7 @@ KEEP_SECONDS = 3600.0
 KEEP_FINISHED = 500
 MAX_WAITING = 50
 RETRY_AFTER_S = 10
+MAKE_WAY_S = 10.0
 
 
 class JobCancelled(Exception):
@@ -102,6 +106,8 @@ class Jobs:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._lanes: dict[Lane, _Lane] = {"small": _Lane(), "large": _Lane()}
+        self._small_running = 0
+        self._small_done = threading.Condition()
 
     @staticmethod
     def lane_for(characters: int) -> Lane:
@@ -128,6 +134,17 @@ class Jobs:
         lane.waiting.put((job, work))
         return snapshot
 
+    def run_small(self, work: Callable[[], IngestOut]) -> IngestOut:
+        """Run a small ingest in the caller's thread (``POST /v1/articles``); long uploads make way for it."""
+        with self._small_done:
+            self._small_running += 1
+        try:
+            return work()
+        finally:
+            with self._small_done:
+                self._small_running -= 1
+                self._small_done.notify_all()
+
     def get(self, job_id: str) -> Job:
         """A snapshot of the job; ApiError 404 for an unknown (or forgotten) one."""
         with self._lock:
@@ -146,6 +163,8 @@ class Jobs:
     def close(self, timeout: float = 30.0) -> None:
         """Stop the workers: a running job stops after its current batch (failed, to be uploaded again)."""
         self._closing.set()
+        with self._small_done:
+            self._small_done.notify_all()
         for lane in self._lanes.values():
             lane.waiting.put(None)
         for lane in self._lanes.values():
@@ -163,7 +182,10 @@ class Jobs:
     def _run(self, job: Job, work: Work) -> None:
         self._update(job, status="running", started_at=time.time())
         try:
-            outcome = work(lambda done, total: self._progress(job, done, total))
+            if job.lane == "small":
+                outcome = self.run_small(lambda: work(lambda done, total: self._progress(job, done, total)))
+            else:
+                outcome = work(lambda done, total: self._progress(job, done, total, make_way=True))
         except JobCancelled:
             self._finish(job, failure=_stopped())
         except NewsdeskError as error:
@@ -176,10 +198,18 @@ class Jobs:
         else:
             self._finish(job, outcome=outcome)
 
-    def _progress(self, job: Job, done: int, total: int) -> None:
+    def _progress(self, job: Job, done: int, total: int, make_way: bool = False) -> None:
         if self._closing.is_set():
             raise JobCancelled
         self._update(job, chunks_done=done, chunks_total=total)
+        if make_way and done < total:
+            self._wait_for_small_ingests()
+
+    def _wait_for_small_ingests(self) -> None:
+        give_up = time.monotonic() + MAKE_WAY_S
+        with self._small_done:
+            while self._small_running and not self._closing.is_set() and (left := give_up - time.monotonic()) > 0:
+                self._small_done.wait(left)
 
     def _finish(self, job: Job, *, outcome: IngestOut | None = None, failure: ErrorDetail | None = None) -> None:
         status: JobStatus = "done" if outcome is not None else "failed"

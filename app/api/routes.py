@@ -212,7 +212,9 @@ ARTICLE_TOO_LARGE: dict[int | str, dict[str, object]] = {
 
 
 @api.post("/articles", status_code=201, tags=["articles"], responses=ARTICLE_TOO_LARGE)
-async def add_article(body: ArticleIn, desk: DeskDep, service: ServiceDep, fetcher: FetcherDep) -> IngestOut:
+async def add_article(
+    body: ArticleIn, desk: DeskDep, service: ServiceDep, fetcher: FetcherDep, jobs: JobsDep
+) -> IngestOut:
     """Ingest one article given as JSON, in the request (201 when it is done). Re-sending an unchanged
     article changes nothing. A long article is better uploaded (a job you can watch). With only a
     ``url``, the page is fetched and its article extracted (422 when it cannot be fetched or read)."""
@@ -223,7 +225,10 @@ async def add_article(body: ArticleIn, desk: DeskDep, service: ServiceDep, fetch
         # Not a file's path: an article stored from the same file is replaced by an edited version of it.
         article = replace(parsed, origin=JSON_ORIGIN)
     check_article_size(article, desk.settings)
-    return await service.run(partial(ingest_one, desk, article))
+    work = partial(ingest_one, desk, article)
+    if jobs.lane_for(len(article.text)) == "small":
+        work = partial(jobs.run_small, work)
+    return await service.run(work)
 
 
 @api.post(
