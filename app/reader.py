@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +37,9 @@ def candidate_text(title: str, sentence: str) -> str:
 
 def build_reader(settings: Settings) -> LearnedReader | None:
     """The learned reader, or None for the hand-weighted scorer (``NEWSDESK_READER=heuristic``)."""
-    return LearnedReader(settings.reader_dir) if settings.reader == "learned" else None
+    if settings.reader != "learned":
+        return None
+    return LearnedReader(settings.reader_dir, quantized=settings.reader_precision == "int8")
 
 
 class LearnedReader:
@@ -46,7 +49,11 @@ class LearnedReader:
     about the same story read the same sentences, and only the new ones run the model."""
 
     def __init__(
-        self, model_dir: Path = READER_DIR, batch_size: int = 32, cache_size: int = CANDIDATE_CACHE_SIZE
+        self,
+        model_dir: Path = READER_DIR,
+        batch_size: int = 32,
+        cache_size: int = CANDIDATE_CACHE_SIZE,
+        quantized: bool = False,
     ) -> None:
         if not (model_dir / WEIGHTS_FILE).is_file():
             raise ConfigError(
@@ -55,6 +62,7 @@ class LearnedReader:
             )
         self.model_dir = model_dir
         self.batch_size = batch_size
+        self.quantized = quantized
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
         self._vectors = VectorCache(cache_size)
@@ -62,7 +70,7 @@ class LearnedReader:
     def load(self) -> SentenceTransformer:
         with self._lock:
             if self._model is None:
-                self._model = load_bi_encoder(self.model_dir)
+                self._model = load_bi_encoder(self.model_dir, self.quantized)
             return self._model
 
     def score(self, question: str, candidates: list[str]) -> list[float]:
@@ -83,8 +91,9 @@ class LearnedReader:
         return vectors
 
 
-def load_bi_encoder(model_dir: Path) -> SentenceTransformer:
-    """The model in float32 on the CPU, whatever the file's precision."""
+def load_bi_encoder(model_dir: Path, quantized: bool = False) -> SentenceTransformer:
+    """The model in float32 on the CPU, whatever the file's precision; ``quantized``: its linear
+    layers then in int8, scaled per output channel (torch's dynamic quantization)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -100,4 +109,9 @@ def load_bi_encoder(model_dir: Path) -> SentenceTransformer:
         raise ConfigError(f"the reader's weights in {model_dir} cannot be loaded ({error}): {REBUILD}") from error
     model.max_seq_length = MAX_TOKENS
     model.eval()
+    if quantized:
+        linear_int8 = {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
+        with warnings.catch_warnings():  # torch 2.13 (pinned) warns of the API's move to torchao
+            warnings.simplefilter("ignore")
+            torch.ao.quantization.quantize_dynamic(model, linear_int8, inplace=True)  # type: ignore[no-untyped-call]
     return model

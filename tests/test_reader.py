@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from app.answer.extractive import LEARNED_INT8, ExtractiveEngine
 from app.config import READER_DIR, Settings
 from app.embed import Embedder
 from app.errors import ConfigError
@@ -92,6 +94,20 @@ def test_the_bundled_reader_puts_the_answer_first_on_our_own_pairs() -> None:
     for question, answer, *others in CORPUS_PAIRS:
         scores = reader.score(question, [answer, *others])
         assert scores[0] == max(scores), (question, scores)
+
+
+@pytest.mark.skipif(not (READER_DIR / "model.safetensors").is_file(), reason="no bundled reader weights")
+def test_the_int8_reader_reads_like_the_float32_one(tmp_path: Path, embedder: Embedder) -> None:
+    reader = build_reader(Settings(data_dir=tmp_path, reader_precision="int8"))
+    assert isinstance(reader, LearnedReader) and reader.quantized
+    assert ExtractiveEngine(embedder, reader=reader).scoring is LEARNED_INT8, "its own refusal threshold"
+    layers = {type(module) for module in reader.load().modules()}
+    assert torch.ao.nn.quantized.dynamic.Linear in layers and torch.nn.Linear not in layers
+    exact = LearnedReader(READER_DIR)
+    for question, answer, *others in CORPUS_PAIRS:
+        scores, reference = reader.score(question, [answer, *others]), exact.score(question, [answer, *others])
+        assert scores[0] == max(scores), (question, scores)
+        assert scores != reference and scores == pytest.approx(reference, abs=0.08), "int8 arithmetic, close"
 
 
 @pytest.mark.skipif(not (READER_DIR / "model.safetensors").is_file(), reason="no bundled reader weights")
