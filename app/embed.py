@@ -36,9 +36,7 @@ class Embedder:
         self.name = name
         self.embeddings = embeddings
         self._dimension = dimension
-        self.query_cache_size = query_cache_size
-        self._queries: OrderedDict[str, tuple[float, ...]] = OrderedDict()
-        self._queries_lock = threading.Lock()
+        self._queries = VectorCache(query_cache_size, np.float64)  # float64: a cached vector is the vector
 
     @property
     def dimension(self) -> int:
@@ -62,22 +60,16 @@ class Embedder:
             raise EmbeddingError(f"embedding with {self.name} failed: {error}") from error
 
     def embed_query(self, text: str) -> list[float]:
-        with self._queries_lock:
-            cached = self._queries.get(text)
-            if cached is not None:
-                self._queries.move_to_end(text)
-                return list(cached)
+        cached = self._queries.get([text]).get(text)
+        if cached is not None:
+            return cached.tolist()  # type: ignore[no-any-return]
         vector = self.embed_documents([text])[0]
-        with self._queries_lock:
-            self._queries[text] = tuple(vector)
-            while len(self._queries) > self.query_cache_size:
-                self._queries.popitem(last=False)
+        self._queries.put([text], [vector])
         return vector
 
     def forget_queries(self) -> None:
         """Empty the query cache (a benchmark does, so that every timed question runs the model)."""
-        with self._queries_lock:
-            self._queries.clear()
+        self._queries.clear()
 
 
 class VectorCache:
@@ -110,6 +102,10 @@ class VectorCache:
                 self._vectors.move_to_end(text)
             while len(self._vectors) > self.size:
                 self._vectors.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._vectors.clear()
 
 
 class LocalEmbeddings(Embeddings):

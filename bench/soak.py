@@ -279,13 +279,14 @@ def job_phases(job: dict[str, Any]) -> tuple[float, float]:
     return (started - created).total_seconds(), (finished - started).total_seconds()
 
 
+def during_large(soak: Soak, start: float, end: float) -> bool:
+    """Whether the span from ``start`` to ``end`` overlapped a large upload."""
+    return any(start < large_end and end > large_start for large_start, large_end in soak.large_spans)
+
+
 def small_jobs_during_large(soak: Soak) -> str:
     """Where the small upload jobs that overlapped a large upload spent their time."""
-    phases = [
-        (queued, running)
-        for start, end, queued, running in soak.small_jobs
-        if any(start < large_end and end > large_start for large_start, large_end in soak.large_spans)
-    ]
+    phases = [(queued, running) for start, end, queued, running in soak.small_jobs if during_large(soak, start, end)]
     if not phases:
         return "no small upload job overlapped a large upload"
     queued, running = [q for q, _ in phases], [r for _, r in phases]
@@ -298,11 +299,7 @@ def small_jobs_during_large(soak: Soak) -> str:
 
 def longest_wait_behind_large(soak: Soak) -> tuple[float, str, int]:
     """The longest small ingest that overlapped a large upload: (seconds, what, how many overlapped)."""
-    overlapping = [
-        (end - start, what)
-        for what, start, end in soak.small_ingests
-        if any(start < large_end and end > large_start for large_start, large_end in soak.large_spans)
-    ]
+    overlapping = [(end - start, what) for what, start, end in soak.small_ingests if during_large(soak, start, end)]
     if not overlapping:
         return 0.0, "none overlapped", 0
     seconds, what = max(overlapping)
