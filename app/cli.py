@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields
@@ -675,6 +676,21 @@ def delete(article_id: Annotated[str, typer.Argument(help="Article id.")]) -> No
     """Delete an article and all its chunks."""
     _desk().delete(article_id)
     out.print(f"deleted {article_id}")
+
+
+@cli.command("read-ahead")
+def read_ahead() -> None:
+    """Run every stored sentence the reader has not read through it once (the server does this itself)."""
+    desk = _desk()
+    if desk.reader is None or desk.reader.saved is None:
+        out.print("nothing to do: reading ahead needs NEWSDESK_READER=learned and NEWSDESK_READ_AHEAD=true")
+        return
+    started = time.perf_counter()
+    with _stage_progress() as advance:
+        read = desk.read_ahead(lambda done, total: advance("reading sentences ahead", done, total))
+    seconds = time.perf_counter() - started
+    out.print(f"read {read:,} sentences ahead in {seconds:.1f} s; {len(desk.reader.saved):,} saved")
+    desk.close()
 
 
 @cli.command()

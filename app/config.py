@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         description="The learned reader's arithmetic: float32, or int8 (its linear layers quantized when it "
         "loads, per output channel: about half the time per question on a CPU).",
     )
+    read_ahead: bool = Field(
+        True,
+        description="Save the learned reader's candidate vectors in DATA_DIR/reader-vectors.sqlite (1.9 KB a "
+        "sentence), and let the server read every ingested sentence ahead while no ingest runs: a question "
+        "then runs only itself through the reader.",
+    )
     top_k: int = Field(8, ge=1, le=100, description="Passages retrieved per question.")
     engine: Literal["auto", "extractive", "llm"] = Field(
         "auto", description="auto: the LLM engine when NEWSDESK_LLM_BASE_URL or NEWSDESK_LLM_API_KEY is set."

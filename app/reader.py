@@ -9,9 +9,13 @@ trained on the same examples ranked worse on the validation quizzes (models/read
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import sqlite3
 import threading
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +32,9 @@ WEIGHTS_FILE = "model.safetensors"
 MAX_TOKENS = 96  # title + sentence; longer candidates lose the end of the sentence
 CANDIDATE_CACHE_SIZE = 20_000  # candidate vectors kept (1.5 KB each): questions about one story share them
 REBUILD = "rebuild it with `newsdesk train reader` (see models/reader/README.md)"
+READ_AHEAD_BATCH = 32  # candidates encoded at a time when reading ahead: a small ingest waits at most one batch
+
+log = logging.getLogger("newsdesk.reader")
 
 
 def candidate_text(title: str, sentence: str) -> str:
@@ -36,10 +43,12 @@ def candidate_text(title: str, sentence: str) -> str:
 
 
 def build_reader(settings: Settings) -> LearnedReader | None:
-    """The learned reader, or None for the hand-weighted scorer (``NEWSDESK_READER=heuristic``)."""
+    """The learned reader, or None for the hand-weighted scorer (``NEWSDESK_READER=heuristic``). With
+    ``NEWSDESK_READ_AHEAD`` it keeps every candidate vector it computes in ``DATA_DIR/reader-vectors.sqlite``."""
     if settings.reader != "learned":
         return None
-    return LearnedReader(settings.reader_dir, quantized=settings.reader_precision == "int8")
+    saved = settings.data_dir / "reader-vectors.sqlite" if settings.read_ahead else None
+    return LearnedReader(settings.reader_dir, quantized=settings.reader_precision == "int8", saved_path=saved)
 
 
 class LearnedReader:
@@ -54,6 +63,7 @@ class LearnedReader:
         batch_size: int = 32,
         cache_size: int = CANDIDATE_CACHE_SIZE,
         quantized: bool = False,
+        saved_path: Path | None = None,
     ) -> None:
         if not (model_dir / WEIGHTS_FILE).is_file():
             raise ConfigError(
@@ -66,6 +76,9 @@ class LearnedReader:
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
         self._vectors = VectorCache(cache_size)
+        self.saved: SavedVectors | None = None
+        if saved_path is not None:
+            self.saved = SavedVectors(saved_path, model_key(model_dir / WEIGHTS_FILE, quantized))
 
     def load(self) -> SentenceTransformer:
         with self._lock:
@@ -79,10 +92,37 @@ class LearnedReader:
             return []
         known = self._vectors.get(candidates)
         missing = list(dict.fromkeys(text for text in candidates if text not in known))
+        if missing and self.saved is not None:
+            found = self.saved.get(missing)
+            self._vectors.put(list(found), found.values())
+            known.update(found)
+            missing = [text for text in missing if text not in found]
         query, *new = self._encode([question, *missing])
-        self._vectors.put(missing, new)
+        self._remember(missing, new)
         known.update(zip(missing, new, strict=True))
         return [float(known[text] @ query) for text in candidates]
+
+    def forget(self) -> None:
+        """Empty the in-memory vectors (a benchmark does, to time the saved ones)."""
+        self._vectors.clear()
+
+    def read_ahead(self, candidates: Sequence[str], on_batch: Callable[[int, int], None] | None = None) -> int:
+        """Encode and save the candidates not saved yet, a batch at a time (``on_batch(done, total)``
+        after each), so questions that read them later only run the question; how many were encoded."""
+        if self.saved is None:
+            return 0
+        todo = self.saved.missing(list(dict.fromkeys(candidates)))
+        for start in range(0, len(todo), READ_AHEAD_BATCH):
+            batch = todo[start : start + READ_AHEAD_BATCH]
+            self._remember(batch, list(self._encode(batch)))
+            if on_batch is not None:
+                on_batch(start + len(batch), len(todo))
+        return len(todo)
+
+    def _remember(self, texts: list[str], vectors: list[np.ndarray]) -> None:
+        self._vectors.put(texts, vectors)
+        if self.saved is not None and texts:
+            self.saved.put(texts, vectors)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         vectors: np.ndarray = self.load().encode(
@@ -115,3 +155,99 @@ def load_bi_encoder(model_dir: Path, quantized: bool = False) -> SentenceTransfo
             warnings.simplefilter("ignore")
             torch.ao.quantization.quantize_dynamic(model, linear_int8, inplace=True)  # type: ignore[no-untyped-call]
     return model
+
+
+def model_key(weights: Path, quantized: bool) -> str:
+    """Names the vectors these weights compute: a digest of the file and the arithmetic."""
+    digest = hashlib.blake2b(digest_size=12)
+    with weights.open("rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return f"{digest.hexdigest()}-{'int8' if quantized else 'float32'}"
+
+
+class SavedVectors:
+    """The reader's candidate vectors on disk (SQLite), for the weights named by ``model``: vectors of
+    other weights are dropped when it opens. A cache of what the model computes: a damaged file is
+    replaced by an empty one (logged), never an error for the question that found it."""
+
+    def __init__(self, path: Path, model: str) -> None:
+        self.path = path
+        self.model = model
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as error:
+            log.warning("the reader's saved vectors in %s are unreadable (%s): starting them again", path, error)
+            for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                stale.unlink(missing_ok=True)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0, isolation_level=None)
+        db.execute("PRAGMA page_size=16384")  # a new file only: ten 1.5 KB vectors a page, not two in 4 KB
+        db.execute("PRAGMA journal_mode=WAL")
+        # keyed by rowid so a 1.5 KB vector sits in its leaf page (WITHOUT ROWID spills it to a 4 KB page)
+        db.execute("CREATE TABLE IF NOT EXISTS vectors (key INTEGER PRIMARY KEY, vector BLOB NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        saved = db.execute("SELECT value FROM state WHERE name = 'model'").fetchone()
+        if saved is None or saved[0] != self.model:
+            with db:
+                db.execute("BEGIN")
+                db.execute("DELETE FROM vectors")
+                db.execute("INSERT OR REPLACE INTO state VALUES ('model', ?)", (self.model,))
+        return db
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM vectors").fetchone()[0])
+
+    def get(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        keys = {_key(text): text for text in texts}
+        found: dict[str, np.ndarray] = {}
+        ordered = list(keys)
+        with self._lock:
+            try:
+                for start in range(0, len(ordered), 500):
+                    chunk = ordered[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    query = f"SELECT key, vector FROM vectors WHERE key IN ({marks})"
+                    for key, blob in self._db.execute(query, chunk):
+                        found[keys[key]] = np.frombuffer(blob, dtype=np.float32)
+            except sqlite3.DatabaseError as error:  # a cache: the model computes what it cannot read
+                log.warning("cannot read the reader's saved vectors in %s: %s", self.path, error)
+        return found
+
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        found = self.get(texts)
+        return [text for text in texts if text not in found]
+
+    def put(self, texts: Sequence[str], vectors: Sequence[np.ndarray]) -> None:
+        rows = [(_key(t), np.asarray(v, dtype=np.float32).tobytes()) for t, v in zip(texts, vectors, strict=True)]
+        with self._lock:
+            try:
+                with self._db:
+                    self._db.execute("BEGIN")
+                    self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", rows)
+            except sqlite3.DatabaseError as error:
+                log.warning("cannot save the reader's vectors in %s: %s", self.path, error)
+
+    def keep_only(self, texts: Sequence[str]) -> int:
+        """Drop the vectors of every text not in ``texts`` (deleted articles); how many were dropped."""
+        keep = {_key(text) for text in texts}
+        with self._lock:
+            stale = [(key,) for (key,) in self._db.execute("SELECT key FROM vectors") if key not in keep]
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM vectors WHERE key = ?", stale)
+        return len(stale)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _key(text: str) -> int:
+    """A 64-bit digest of the text (two of a million sentences share one with odds of about 3 in 10^8)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big", signed=True)

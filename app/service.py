@@ -17,7 +17,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from functools import partial
@@ -27,17 +28,17 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import anyio.to_thread
 
 from app.answer import Answer, Engine, EngineName, Turn
-from app.answer.extractive import ExtractiveEngine
+from app.answer.extractive import ExtractiveEngine, reader_inputs
 from app.article import Article
 from app.brief import Brief, BriefKind, Document
 from app.brief.extractive import ExtractiveBriefEngine
 from app.config import Settings
 from app.embed import Embedder, build_embedder
-from app.errors import InputError, LLMUnavailableError, NotConfiguredError
+from app.errors import InputError, LLMUnavailableError, NewsdeskError, NotConfiguredError
 from app.ingest import IngestProgress, IngestReport, build_ingestor
 from app.lexical import LexicalIndex
 from app.parse import Format
-from app.reader import build_reader
+from app.reader import LearnedReader, SavedVectors, build_reader
 from app.retrieve import Filters, Passage, Retriever
 from app.store import ArticleRecord, Store
 from app.stories import Story, StoryIndex
@@ -136,6 +137,11 @@ class Newsdesk:
         self._llm: _LLM | None = None  # built on first use: an extractive-only run never reads the prompts
         self._llm_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._read_fingerprints: dict[str, str] = {}  # the articles read ahead, as they were
+        self._reading_ahead: _ReadingAhead | None = None
+        self._answering = 0
+        self._read_ahead_lock = threading.Lock()
+        self._answering_lock = threading.Lock()
 
     # -- engines -------------------------------------------------------------------------
 
@@ -204,12 +210,29 @@ class Newsdesk:
         k: int | None = None,
     ) -> Answer:
         chosen = self.engine(engine)
+        with self._answering_one():
+            try:
+                return self._ask(chosen, question, history, filters, k)
+            except LLMUnavailableError as error:
+                if chosen is self.extractive:
+                    raise
+                extractive = self.extractive
+                return self._fallback(error, "answer", lambda: self._ask(extractive, question, history, filters, k))
+
+    @property
+    def answering(self) -> bool:
+        """Whether a question is being answered (reading ahead makes way for it)."""
+        return self._answering > 0
+
+    @contextmanager
+    def _answering_one(self) -> Iterator[None]:
+        with self._answering_lock:
+            self._answering += 1
         try:
-            return self._ask(chosen, question, history, filters, k)
-        except LLMUnavailableError as error:
-            if chosen is self.extractive:
-                raise
-            return self._fallback(error, "answer", lambda: self._ask(self.extractive, question, history, filters, k))
+            yield
+        finally:
+            with self._answering_lock:
+                self._answering -= 1
 
     def _ask(
         self, engine: Engine, question: str, history: Sequence[Turn], filters: Filters | None, k: int | None
@@ -371,6 +394,7 @@ class Newsdesk:
             report = self.ingestor.ingest(articles)
             self.stories.sync()
         self.observer.ingested(report)
+        self._nudge_read_ahead()
         return report
 
     def ingest_article(self, article: Article, on_batch: Callable[[int, int], None] | None = None) -> IngestReport:
@@ -389,6 +413,7 @@ class Newsdesk:
         report.embedding_seconds += staged.embedding_seconds
         report.seconds = time.perf_counter() - started
         self.observer.ingested(report)
+        self._nudge_read_ahead()
         return report
 
     def ingest_paths(
@@ -401,7 +426,12 @@ class Newsdesk:
             )
             self.stories.sync()
         self.observer.ingested(report)
+        self._nudge_read_ahead()
         return report
+
+    def _nudge_read_ahead(self) -> None:
+        if self._reading_ahead is not None:
+            self._reading_ahead.wake.set()
 
     def delete(self, article_id: str) -> None:
         with self._write_lock:
@@ -439,9 +469,94 @@ class Newsdesk:
         self.lexical.sync()
         self.stories.sync()
 
+    # -- reading ahead -------------------------------------------------------------------
+
+    def read_ahead(self, on_batch: Callable[[int, int], None] | None = None) -> int:
+        """Run the candidate sentences of the articles not read yet through the learned reader, saving
+        their vectors (``NEWSDESK_READ_AHEAD``), so a question about them runs only the question; the
+        first call also drops the vectors of articles since deleted. How many sentences were read."""
+        reader = self.reader
+        if reader is None or reader.saved is None:
+            return 0
+        with self._read_ahead_lock:
+            return self._read_unread(reader, reader.saved, on_batch)
+
+    def _read_unread(
+        self, reader: LearnedReader, saved: SavedVectors, on_batch: Callable[[int, int], None] | None
+    ) -> int:
+        first = not self._read_fingerprints
+        live = self.store.live_fingerprints()
+        read = self._read_fingerprints
+        unread = [article_id for article_id, fingerprint in live.items() if read.get(article_id) != fingerprint]
+        texts: list[str] = []
+        for start in range(0, len(unread), 200):
+            for hit, _ in self.store.live_chunks(unread[start : start + 200]):
+                texts.extend(reader_inputs(hit.title, hit.text))
+        if first:
+            dropped = saved.keep_only(texts)
+            if dropped:
+                log.info("dropped the reader's vectors of %d sentences no article holds now", dropped)
+        encoded = reader.read_ahead(texts, on_batch)
+        read.update((article_id, live[article_id]) for article_id in unread)
+        return encoded
+
+    def start_reading_ahead(self, busy: Callable[[], bool] = lambda: False) -> None:
+        """Read ahead in a background thread now and after every ingest, pausing between batches
+        while ``busy()`` (an ingest is running); ``close`` stops it."""
+        if self.reader is not None and self.reader.saved is not None and self._reading_ahead is None:
+            self._reading_ahead = _ReadingAhead(self, busy)
+
     def close(self) -> None:
+        if self._reading_ahead is not None:
+            self._reading_ahead.stop()
         self.lexical.close()
         self.stories.close()
+        if self.reader is not None and self.reader.saved is not None:
+            self.reader.saved.close()
+
+
+class _ReadingAhead:
+    """The thread behind ``Newsdesk.start_reading_ahead``: woken by every ingest."""
+
+    PAUSE_S = 0.5  # how often a paused read-ahead looks whether the ingest is over
+
+    def __init__(self, desk: Newsdesk, busy: Callable[[], bool]) -> None:
+        self.desk = desk
+        self.busy = busy
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.wake.set()
+        self.thread = threading.Thread(target=self._run, name="newsdesk-read-ahead", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.wake.wait() and not self.stopping.is_set():
+            self.wake.clear()
+            started = time.perf_counter()
+            try:
+                read = self.desk.read_ahead(self._between_batches)
+            except _Stopped:
+                return
+            except NewsdeskError as error:  # the store is unreachable: questions still work, only slower
+                log.warning("reading ahead stopped: %s", error)
+                continue
+            if read:
+                log.info("read %d sentences ahead in %.1f s", read, time.perf_counter() - started)
+
+    def _between_batches(self, done: int, total: int) -> None:
+        while not self.stopping.is_set() and (self.busy() or self.desk.answering):
+            self.stopping.wait(self.PAUSE_S)
+        if self.stopping.is_set():
+            raise _Stopped
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join()
+
+
+class _Stopped(Exception):
+    """Ends a read-ahead at its next batch when the desk closes."""
 
 
 async def _call(run: Run[object], work: Callable[[], T]) -> T:

@@ -12,6 +12,9 @@ the full answer at scale embeds the candidate sentences at question time, which 
 Questions: the RealTimeQA dev questions. Retrieval includes embedding the question; the full answer
 is ``Newsdesk.ask`` with the extractive engine (retrieval, sentence scoring, citations). The
 embedder's cache of recent questions is emptied before every timed call, so each one runs the model.
+With ``--read-ahead`` the ingested store is timed twice in one run: first with the learned reader
+embedding each question's candidates (``read_ahead`` off), then after reading every stored sentence
+ahead into ``reader-vectors.sqlite`` (its in-memory cache emptied, so the saved vectors are read).
 """
 
 from __future__ import annotations
@@ -101,12 +104,22 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def measure(label: str, settings: Settings, embedder: Embedder, questions: list[str]) -> None:
+def measure(label: str, settings: Settings, embedder: Embedder, questions: list[str], read_ahead: bool) -> None:
     started = time.perf_counter()
     desk = Newsdesk(settings, embedder=embedder)
     desk.lexical.sync()
     opened = time.perf_counter() - started
     desk.ask("warm up: who won?", engine="extractive")
+    if read_ahead and desk.reader is not None:
+        started = time.perf_counter()
+        read = desk.read_ahead()
+        saved = len(desk.reader.saved) if desk.reader.saved is not None else 0
+        on_disk = sum(f.stat().st_size for f in settings.data_dir.glob("reader-vectors.sqlite*")) / 2**20
+        print(
+            f"{label}: read {read:,} sentences ahead in {time.perf_counter() - started:.1f} s "
+            f"({saved:,} saved, {on_disk:.0f} MB on disk)"
+        )
+        desk.reader.forget()
     retrieval, answer = [], []
     for question in questions:
         embedder.forget_queries()
@@ -124,8 +137,10 @@ def measure(label: str, settings: Settings, embedder: Embedder, questions: list[
         f"{label}: {desk.store.chunk_count():,} chunks, {desk.store.article_count():,} articles, "
         f"{sentences:,} sentence vectors; open + lexical sync {opened:.1f} s"
     )
-    if desk.extractive.reader is not None:
-        print("  (learned reader: it embeds each question's candidates, keeping the vectors of recent ones)")
+    if desk.extractive.reader is not None and read_ahead:
+        print("  (learned reader, read ahead: each question's candidates are read from the saved vectors)")
+    elif desk.extractive.reader is not None:
+        print("  (learned reader, not read ahead: it embeds each question's candidates, keeping recent ones)")
     elif not sentences:
         print("  (no sentence vectors stored: the full answer embeds the candidate sentences at question time)")
     print(f"  retrieval      p50 {statistics.median(retrieval):6.1f} ms   p95 {percentile(retrieval, 0.95):6.1f} ms")
@@ -140,6 +155,9 @@ def main() -> int:
     parser.add_argument(
         "--no-sentence-vectors", action="store_true", help="build the scaled store without sentence vectors"
     )
+    parser.add_argument(
+        "--read-ahead", action="store_true", help="time the ingested store twice: not read ahead, then read ahead"
+    )
     args = parser.parse_args()
     if not QUESTIONS.exists():
         print(f"skipped: {QUESTIONS} not found")
@@ -152,13 +170,18 @@ def main() -> int:
     questions = [json.loads(line)["question"] for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line]
     scaled_dir = args.scaled_dir or settings.data_dir.with_name(settings.data_dir.name + "-scaled")
     scaled = settings.model_copy(update={"data_dir": scaled_dir, "chroma_path": None})
-    measure("ingested store", settings, embedder, questions)
+    if args.read_ahead:
+        cold = settings.model_copy(update={"read_ahead": False})
+        measure("ingested store, not read ahead", cold, embedder, questions, read_ahead=False)
+        measure("ingested store, read ahead", settings, embedder, questions, read_ahead=True)
+    else:
+        measure("ingested store", settings, embedder, questions, read_ahead=False)
     if args.chunks == 0:
         return 0
     if Store.open(scaled, embedder).chunk_count() < args.chunks:
         print(f"building the scaled store in {scaled_dir} (once) ...", flush=True)
         build_scaled(settings, scaled, embedder, args.chunks, sentences=not args.no_sentence_vectors)
-    measure("scaled store", scaled, embedder, questions)
+    measure("scaled store", scaled, embedder, questions, args.read_ahead)
     return 0
 
 

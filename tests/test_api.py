@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
+from app.answer.extractive import reader_inputs
 from app.api import create_app
 from app.api.metrics import Metrics
 from app.config import Settings
@@ -107,6 +108,30 @@ def test_a_second_start_on_the_same_store_ingests_nothing(data_dir: Path, embedd
         registry = metrics_of(again).registry
         assert registry.get_sample_value("newsdesk_ingested_articles_total", {"outcome": "added"}) == 0
         assert again.get("/readyz").json()["articles"] == 15
+
+
+def test_the_server_reads_every_stored_sentence_ahead_and_each_new_article(client: TestClient) -> None:
+    desk = client.app.state.startup.desk()  # type: ignore[attr-defined]
+    assert isinstance(desk, Newsdesk) and desk.reader is not None and desk.reader.saved is not None
+    added = client.post("/v1/articles", json={"id": "ferry-resumes", "title": "Ferry resumes", "body": READ_AHEAD_TEXT})
+    assert added.status_code == 201, added.text
+
+    def unread() -> list[str]:
+        ids = [record.id for record in desk.articles()]
+        texts = [text for hit, _ in desk.store.live_chunks(ids) for text in reader_inputs(hit.title, hit.text)]
+        return desk.reader.saved.missing(texts)  # type: ignore[union-attr]
+
+    give_up = time.monotonic() + 180
+    while unread() and time.monotonic() < give_up:
+        time.sleep(0.5)
+    assert not unread(), "the bundled corpus and the new article are read ahead in the background"
+    assert client.delete("/v1/articles/ferry-resumes").status_code == 204
+
+
+READ_AHEAD_TEXT = (
+    "The island ferry resumed its crossings on Monday after a three-week repair of its hull. "
+    "Harbour officials said the first sailing carried 214 passengers and eleven cars."
+)
 
 
 # -- questions ---------------------------------------------------------------------------------

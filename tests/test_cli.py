@@ -63,6 +63,28 @@ def test_ingest_list_show_search_delete_stats(tmp_path: Path) -> None:
     assert "Traceback" not in missing.stderr
 
 
+def test_read_ahead_reads_each_stored_sentence_once_with_a_progress_bar(tmp_path: Path) -> None:
+    copy_corpus(tmp_path / "corpus", count=2)
+    data = tmp_path / "data"
+    assert run(["ingest", str(tmp_path / "corpus")], data).returncode == 0
+
+    first = run(["read-ahead"], data)
+    assert first.returncode == 0, first.stderr
+    assert "reading sentences ahead" in first.stderr, "a progress bar"
+    read, saved = (
+        int(n.replace(",", ""))
+        for n in re.findall(r"read ([\d,]+) sentences ahead .*; ([\d,]+) saved", first.stdout)[0]
+    )
+    assert read > 20 and saved == read
+    assert (data / "reader-vectors.sqlite").is_file()
+
+    again = run(["read-ahead"], data)
+    assert again.returncode == 0 and "read 0 sentences ahead" in again.stdout and f"{saved:,} saved" in again.stdout
+
+    off = run(["read-ahead"], data, NEWSDESK_READ_AHEAD="false")
+    assert off.returncode == 0 and "needs NEWSDESK_READER=learned and NEWSDESK_READ_AHEAD=true" in off.stdout
+
+
 def test_bad_files_fail_alone_and_leave_the_store_untouched(tmp_path: Path) -> None:
     copy_corpus(tmp_path / "in", count=2)
     data = tmp_path / "data"

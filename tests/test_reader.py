@@ -7,16 +7,19 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from app.answer.extractive import LEARNED_INT8, ExtractiveEngine
+from app.answer.extractive import LEARNED_INT8, ExtractiveEngine, reader_inputs
 from app.config import READER_DIR, Settings
 from app.embed import Embedder
 from app.errors import ConfigError
-from app.reader import LearnedReader, build_reader
+from app.reader import READ_AHEAD_BATCH, LearnedReader, SavedVectors, build_reader
 from app.service import Newsdesk
 
 from .conftest import CORPUS, make_ingestor
@@ -154,3 +157,92 @@ def test_the_reader_setting_switches_the_scorer(
         desk.close()
     with pytest.raises(ConfigError, match="weights are missing"):
         Newsdesk(Settings(data_dir=tmp_path, reader="learned", reader_dir=tmp_path / "none"), embedder=embedder)
+
+
+@pytest.mark.skipif(not (READER_DIR / "model.safetensors").is_file(), reason="no bundled reader weights")
+def test_read_ahead_saves_every_candidate_so_a_question_runs_only_itself(tmp_path: Path, embedder: Embedder) -> None:
+    settings = Settings(data_dir=tmp_path)
+    paths = [CORPUS / "2024-12-18-fed-rate-cut.txt", CORPUS / "2025-04-01-myanmar-earthquake-toll.txt"]
+    make_ingestor(settings, embedder).ingest_paths(paths, max_bytes=10**7)
+    question = "How many people died in the Myanmar earthquake?"
+    unsaved = Newsdesk(settings.model_copy(update={"read_ahead": False}), embedder=embedder)
+    try:
+        expected = unsaved.ask(question, engine="extractive")
+    finally:
+        unsaved.close()
+    desk = Newsdesk(settings, embedder=embedder)
+    try:
+        assert isinstance(desk.reader, LearnedReader) and desk.reader.saved is not None
+        progress: list[tuple[int, int]] = []
+        read = desk.read_ahead(lambda done, total: progress.append((done, total)))
+        assert read > 50 and progress[-1] == (read, read) and len(desk.reader.saved) == read
+        assert desk.read_ahead() == 0, "nothing is read twice"
+    finally:
+        desk.close()
+    restarted = Newsdesk(settings, embedder=embedder)
+    try:
+        reader = restarted.reader
+        assert isinstance(reader, LearnedReader)
+        encoded: list[list[str]] = []
+        real_encode = reader._encode
+        reader._encode = lambda texts: encoded.append(texts) or real_encode(texts)  # type: ignore[method-assign]
+        answer = restarted.ask(question, engine="extractive")
+        assert encoded == [[question]], "after a restart the saved vectors are read, not recomputed"
+        assert answer.answer == expected.answer and answer.refused == expected.refused
+        restarted.delete(next(r.id for r in restarted.articles() if r.url.endswith("fed-rate-cut")))
+    finally:
+        restarted.close()
+    again = Newsdesk(settings, embedder=embedder)
+    try:
+        assert again.reader is not None and again.reader.saved is not None
+        before = len(again.reader.saved)
+        assert again.read_ahead() == 0 and 0 < len(again.reader.saved) < before, "a deleted article's are dropped"
+    finally:
+        again.close()
+
+
+def test_saved_vectors_belong_to_their_weights_and_a_damaged_file_starts_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "reader-vectors.sqlite"
+    saved = SavedVectors(path, "weights-a")
+    saved.put(["one sentence", "another"], [np.ones(4, dtype=np.float32), np.zeros(4, dtype=np.float32)])
+    assert saved.get(["one sentence", "unknown"]).keys() == {"one sentence"}
+    assert saved.missing(["unknown", "another"]) == ["unknown"]
+    saved.close()
+    assert len(SavedVectors(path, "weights-a")) == 2
+    assert len(SavedVectors(path, "weights-b")) == 0, "new weights do not read the old weights' vectors"
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    path.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level("WARNING", logger="newsdesk.reader"):
+        fresh = SavedVectors(path, "weights-a")
+    assert len(fresh) == 0 and "starting them again" in caplog.text
+    fresh.put(["one sentence"], [np.ones(4, dtype=np.float32)])
+    assert fresh.get(["one sentence"])["one sentence"].tolist() == [1.0] * 4
+
+
+@pytest.mark.skipif(not (READER_DIR / "model.safetensors").is_file(), reason="no bundled reader weights")
+def test_reading_ahead_in_the_background_waits_while_busy_and_follows_ingests(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    desk = Newsdesk(settings, embedder=embedder)
+    busy = threading.Event()
+    try:
+        assert desk.reader is not None and desk.reader.saved is not None
+        desk.start_reading_ahead(busy=busy.is_set)
+        busy.set()
+        desk.ingest_paths([CORPUS / "2025-04-01-myanmar-earthquake-toll.txt"])
+        first_batch = READ_AHEAD_BATCH
+        time.sleep(2)
+        assert len(desk.reader.saved) <= first_batch, "while busy it stops after the batch it is on"
+        busy.clear()
+        ids = [record.id for record in desk.articles()]
+        expected = {text for hit, _ in desk.store.live_chunks(ids) for text in reader_inputs(hit.title, hit.text)}
+        give_up = time.monotonic() + 120
+        while desk.reader.saved.missing(sorted(expected)) and time.monotonic() < give_up:
+            time.sleep(0.2)
+        assert not desk.reader.saved.missing(sorted(expected)), "every candidate of the new article is read"
+    finally:
+        desk.close()

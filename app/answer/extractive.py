@@ -88,6 +88,15 @@ LEARNED = Scoring(
 LEARNED_INT8 = replace(LEARNED, refuse_below=0.51)
 
 
+def reader_inputs(title: str, chunk_text: str) -> list[str]:
+    """What the learned reader reads of a chunk: each of its candidate sentences, titled."""
+    return [candidate_text(title, s.text) for s in split_sentences(chunk_text) if _long_enough(s.text)]
+
+
+def _long_enough(sentence: str) -> bool:
+    return len(sentence.split()) >= MIN_ANSWER_WORDS
+
+
 def answer_type(question: str) -> str:
     q = question.lower()
     if re.search(
@@ -229,7 +238,7 @@ class ExtractiveEngine:
             sentences = split_sentences(passage.text)
             for i, sentence in enumerate(sentences):
                 key = (passage.article_id, passage.start + sentence.start)
-                if key in seen or len(sentence.text.split()) < MIN_ANSWER_WORDS:
+                if key in seen or not _long_enough(sentence.text):
                     continue
                 seen.add(key)
                 window = " ".join(s.text for s in sentences[max(0, i - 1) : i + 2])

@@ -52,7 +52,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
     metrics = Metrics()
     mcp = McpEndpoint(settings)
 
-    def build(startup: Startup) -> Newsdesk:
+    def build(startup: Startup, jobs: Jobs) -> Newsdesk:
         startup.doing("opening the article store")
         shared = for_server(embedder or build_embedder(settings), metrics.count_embedding_cache)
         desk = Newsdesk(settings, embedder=shared, llm=llm, observer=metrics)
@@ -60,6 +60,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
             seed(desk, startup.doing)
             startup.doing("loading the models")
             desk.warm_up()
+            desk.start_reading_ahead(busy=jobs.ingesting)
         except BaseException:
             desk.close()
             raise
@@ -74,7 +75,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
         app.state.jobs = jobs
         app.state.service = Service(settings)
         app.state.metrics = metrics
-        startup.begin(build)
+        startup.begin(lambda startup: build(startup, jobs))
         try:
             async with mcp.running(startup, app.state.service):  # the MCP session manager
                 yield

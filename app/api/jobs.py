@@ -145,6 +145,12 @@ class Jobs:
                 self._small_running -= 1
                 self._small_done.notify_all()
 
+    def ingesting(self) -> bool:
+        """Whether an ingest is running (a job, or a short ``POST /v1/articles``)."""
+        with self._lock:
+            running = any(job.status == "running" for job in self._jobs.values())
+        return running or self._small_running > 0
+
     def get(self, job_id: str) -> Job:
         """A snapshot of the job; ApiError 404 for an unknown (or forgotten) one."""
         with self._lock:
