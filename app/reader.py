@@ -17,7 +17,7 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -205,23 +205,25 @@ class SavedVectors:
 
     def get(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         keys = {_key(text): text for text in texts}
-        found: dict[str, np.ndarray] = {}
-        ordered = list(keys)
+        return {keys[key]: np.frombuffer(blob, dtype=np.float32) for key, blob in self._select("key, vector", keys)}
+
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        keys = {_key(text): text for text in texts}
+        saved = {key for (key,) in self._select("key", keys)}
+        return [text for key, text in keys.items() if key not in saved]
+
+    def _select(self, columns: str, keys: dict[int, str]) -> list[tuple[Any, ...]]:
+        """The rows of these keys, or none when the file cannot be read (the model computes them)."""
+        ordered, rows = list(keys), list[tuple[Any, ...]]()
         with self._lock:
             try:
                 for start in range(0, len(ordered), 500):
                     chunk = ordered[start : start + 500]
                     marks = ",".join("?" * len(chunk))
-                    query = f"SELECT key, vector FROM vectors WHERE key IN ({marks})"
-                    for key, blob in self._db.execute(query, chunk):
-                        found[keys[key]] = np.frombuffer(blob, dtype=np.float32)
-            except sqlite3.DatabaseError as error:  # a cache: the model computes what it cannot read
+                    rows.extend(self._db.execute(f"SELECT {columns} FROM vectors WHERE key IN ({marks})", chunk))
+            except sqlite3.DatabaseError as error:
                 log.warning("cannot read the reader's saved vectors in %s: %s", self.path, error)
-        return found
-
-    def missing(self, texts: Sequence[str]) -> list[str]:
-        found = self.get(texts)
-        return [text for text in texts if text not in found]
+        return rows
 
     def put(self, texts: Sequence[str], vectors: Sequence[np.ndarray]) -> None:
         rows = [(_key(t), np.asarray(v, dtype=np.float32).tobytes()) for t, v in zip(texts, vectors, strict=True)]
