@@ -120,6 +120,8 @@ def measure(label: str, settings: Settings, embedder: Embedder, questions: list[
             f"({saved:,} saved, {on_disk:.0f} MB on disk)"
         )
         desk.reader.forget()
+    reader = desk.extractive.reader
+    saved_before = len(reader.saved) if reader is not None and reader.saved is not None else None
     retrieval, answer = [], []
     for question in questions:
         embedder.forget_queries()
@@ -137,10 +139,10 @@ def measure(label: str, settings: Settings, embedder: Embedder, questions: list[
         f"{label}: {desk.store.chunk_count():,} chunks, {desk.store.article_count():,} articles, "
         f"{sentences:,} sentence vectors; open + lexical sync {opened:.1f} s"
     )
-    if desk.extractive.reader is not None and read_ahead:
-        print("  (learned reader, read ahead: each question's candidates are read from the saved vectors)")
-    elif desk.extractive.reader is not None:
-        print("  (learned reader, not read ahead: it embeds each question's candidates, keeping recent ones)")
+    if saved_before is not None:
+        print(f"  (learned reader, {saved_before:,} candidate vectors saved before timing: it embeds only the others)")
+    elif reader is not None:
+        print("  (learned reader, read_ahead off: it embeds each question's candidates, keeping recent ones)")
     elif not sentences:
         print("  (no sentence vectors stored: the full answer embeds the candidate sentences at question time)")
     print(f"  retrieval      p50 {statistics.median(retrieval):6.1f} ms   p95 {percentile(retrieval, 0.95):6.1f} ms")
