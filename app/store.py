@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -56,6 +57,7 @@ REGISTRY_VECTOR = [1.0]  # the registry needs no vectors; Chroma requires one pe
 # running it again reuses them; then they are swept. A running ingest rewrites its pending record
 # with every batch it writes, and commits within minutes of its last one.
 PENDING_WRITE_RETENTION_S = 3600.0
+FINGERPRINT_CLOCK_SLACK_S = 300.0  # how far the clocks of processes sharing a store may disagree
 NEAREST_GROWTH = 4  # each retry of a starved nearest-chunk query asks for this many times more
 _ARTICLE_FIELDS = ("title", "source", "url", "published_at", "author", "dateline", "summary", "origin")
 
@@ -170,6 +172,7 @@ class Store:
         settings = client.get_settings()
         self._database = Path(settings.persist_directory) / "chroma.sqlite3" if settings.is_persistent else None
         self._seen: tuple[tuple[int, int, int], str] | None = None  # (database file stamp, generation)
+        self._fingerprints = _LiveFingerprints()
         with chroma_errors(f"opening collection '{name}'"):
             if embedder is None:
                 self._chunks = self._existing(name)
@@ -308,13 +311,25 @@ class Store:
             )
 
     def live_fingerprints(self) -> dict[str, str]:
+        """Every live article's fingerprint. The registry is read whole once; after that a change of
+        generation costs its ids and the records committed since the last read (each commit stamps
+        ``ingested_at``), so an ingest into a store of 10k articles reads milliseconds, not seconds."""
         if self._registry is None:
             return {}
+        return self._fingerprints.read(self.generation(), self._read_fingerprints)
+
+    def _read_fingerprints(self, known: dict[str, str] | None, since: float) -> dict[str, str]:
         with chroma_errors("reading the article registry"):
-            got = self._registry.get(include=["metadatas"])
-        return {
-            i: str((m or {}).get("fingerprint", "")) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)
-        }
+            if known is None:
+                got = self.registry.get(include=["metadatas"])
+                return {i: _fingerprint(m) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)}
+            ids = self.registry.get(include=[])["ids"]
+            committed_since = cast(Where, {"ingested_at": {"$gte": since}})
+            recent = self.registry.get(where=committed_since, include=["metadatas"])
+        changed = {i: _fingerprint(m) for i, m in zip(recent["ids"], recent["metadatas"] or [], strict=True)}
+        unknown = [i for i in ids if i not in changed and i not in known]
+        changed.update({i: r.fingerprint for i, r in self.records(unknown).items()})
+        return {i: changed[i] if i in changed else known[i] for i in ids if i in changed or i in known}
 
     def live_chunks(self, article_ids: Sequence[str]) -> list[tuple[ChunkHit, int | None]]:
         """Every live chunk of these articles, with its publication timestamp."""
@@ -614,6 +629,30 @@ class Store:
             self.chunks.delete(where={"article_id": article_id})
             if self._sentences is not None:
                 self._sentences.delete(where={"article_id": article_id})
+
+
+class _LiveFingerprints:
+    """The live articles' fingerprints as of a generation, brought up to date from what changed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._generation: str | None = None
+        self._fingerprints: dict[str, str] | None = None
+        self._read_at = 0.0
+
+    def read(self, generation: str, fetch: Callable[[dict[str, str] | None, float], dict[str, str]]) -> dict[str, str]:
+        """``fetch(known, since)``: the fingerprints, read whole when ``known`` is None, else ``known``
+        updated with the records committed at or after ``since``."""
+        with self._lock:
+            if self._fingerprints is None or generation != self._generation or not generation:
+                started = time.time()
+                self._fingerprints = fetch(self._fingerprints, self._read_at - FINGERPRINT_CLOCK_SLACK_S)
+                self._generation, self._read_at = generation, started
+            return dict(self._fingerprints)
+
+
+def _fingerprint(meta: Metadata | None) -> str:
+    return str((meta or {}).get("fingerprint", ""))
 
 
 def _existing_ids(collection: Collection | None, ids: Sequence[str], action: str) -> set[str]:

@@ -78,6 +78,25 @@ def test_changed_article_replaces_its_chunks_without_leftovers(settings: Setting
     assert ingestor.store.get_article("port-1").text == PORT.text
 
 
+def test_live_fingerprints_follow_changes_made_through_another_store(settings: Settings, embedder: Embedder) -> None:
+    """The fingerprints are read whole once, then brought up to date from what changed: another
+    process's add, update and deletion all show, and the update is not read as the old version."""
+    mine = make_ingestor(settings, embedder)
+    mine.ingest([PORT, ORCHARD])
+    assert mine.store.live_fingerprints() == {"port-1": mine.fingerprint(PORT), "orchard-1": mine.fingerprint(ORCHARD)}
+    theirs = make_ingestor(settings, embedder)  # another process's view of the same store
+    changed_port = replace(PORT, text=PORT.text + " The strike ended on Friday.")
+    changed_port = replace(changed_port, sections=[Section("body", 0, len(changed_port.text))])
+    heron = news("heron-1", "Herons returned to the marsh for the first time in ten years.", title="Herons")
+    theirs.ingest([changed_port, heron])
+    theirs.store.delete_article("orchard-1")
+    expected = {"port-1": theirs.fingerprint(changed_port), "heron-1": theirs.fingerprint(heron)}
+    assert expected["port-1"] != mine.fingerprint(PORT)
+    assert mine.store.live_fingerprints() == expected == theirs.store.live_fingerprints()
+    mine.store.delete_article("heron-1")
+    assert mine.store.live_fingerprints() == {"port-1": expected["port-1"]} == theirs.store.live_fingerprints()
+
+
 def test_delete_removes_article_from_registry_and_search(settings: Settings, embedder: Embedder) -> None:
     ingestor = make_ingestor(settings, embedder)
     ingestor.ingest([PORT, ORCHARD])
