@@ -47,7 +47,7 @@ class TrainingConfig:
     negatives_per_question: int = 3  # hard negatives from the question's own shortlist
     questions_per_step: int = 16  # each step's candidates are in-batch negatives for the others
     scale: float = 20.0  # cosine -> logit
-    epochs: int = 1
+    epochs: int = 2
     learning_rate: float = 3e-5
     warmup_share: float = 0.1
     weight_decay: float = 0.01
