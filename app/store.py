@@ -322,14 +322,16 @@ class Store:
         with chroma_errors("reading the article registry"):
             if known is None:
                 got = self.registry.get(include=["metadatas"])
-                return {i: _fingerprint(m) for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)}
+                return {i: _record(i, m).fingerprint for i, m in zip(got["ids"], got["metadatas"] or [], strict=True)}
             ids = self.registry.get(include=[])["ids"]
             committed_since = cast(Where, {"ingested_at": {"$gte": since}})
             recent = self.registry.get(where=committed_since, include=["metadatas"])
-        changed = {i: _fingerprint(m) for i, m in zip(recent["ids"], recent["metadatas"] or [], strict=True)}
-        unknown = [i for i in ids if i not in changed and i not in known]
-        changed.update({i: r.fingerprint for i, r in self.records(unknown).items()})
-        return {i: changed[i] if i in changed else known[i] for i in ids if i in changed or i in known}
+        current = {i: known[i] for i in ids if i in known}
+        current.update(
+            {i: _record(i, m).fingerprint for i, m in zip(recent["ids"], recent["metadatas"] or [], strict=True)}
+        )
+        current.update({i: r.fingerprint for i, r in self.records([i for i in ids if i not in current]).items()})
+        return current
 
     def live_chunks(self, article_ids: Sequence[str]) -> list[tuple[ChunkHit, int | None]]:
         """Every live chunk of these articles, with its publication timestamp."""
@@ -649,10 +651,6 @@ class _LiveFingerprints:
                 self._fingerprints = fetch(self._fingerprints, self._read_at - FINGERPRINT_CLOCK_SLACK_S)
                 self._generation, self._read_at = generation, started
             return dict(self._fingerprints)
-
-
-def _fingerprint(meta: Metadata | None) -> str:
-    return str((meta or {}).get("fingerprint", ""))
 
 
 def _existing_ids(collection: Collection | None, ids: Sequence[str], action: str) -> set[str]:
