@@ -13,9 +13,10 @@ its own, the client that added one deletes the oldest, so what is stored stops g
 growth is not mistaken for stored data. Every ``--sample-every`` seconds the server's RSS, its
 live articles and chunks (``/readyz``) and its embedding-cache misses (``/metrics``) are recorded
 and printed as a curve at the end. Then it prints the requests by status, p50/p95/max per route,
-the longest time a small ingest took while a large upload was running (a JSON article's request,
-or a small upload's job from 202 to done), and the server's RSS once ready, a quarter into the
-run (after warm-up) and at the end. Exit code 1 on any 5xx, transport error or failed job.
+small ingests (a JSON article's request, or a small upload's job from 202 to done) and where
+small upload jobs spent their time, those that overlapped a large upload beside those that did not
+(the difference is what a large upload costs a small one), and the server's RSS once ready, a
+quarter into the run (after warm-up) and at the end. Exit code 1 on any 5xx, transport error or failed job.
 """
 
 from __future__ import annotations
@@ -284,26 +285,39 @@ def during_large(soak: Soak, start: float, end: float) -> bool:
     return any(start < large_end and end > large_start for large_start, large_end in soak.large_spans)
 
 
-def small_jobs_during_large(soak: Soak) -> str:
-    """Where the small upload jobs that overlapped a large upload spent their time."""
-    phases = [(queued, running) for start, end, queued, running in soak.small_jobs if during_large(soak, start, end)]
-    if not phases:
-        return "no small upload job overlapped a large upload"
-    queued, running = [q for q, _ in phases], [r for _, r in phases]
-    return (
-        f"small upload jobs during a large upload: {len(phases)}; queued p50/p95/max "
-        f"{statistics.median(queued):.2f}/{percentile(queued, 0.95):.2f}/{max(queued):.2f} s, running "
-        f"{statistics.median(running):.2f}/{percentile(running, 0.95):.2f}/{max(running):.2f} s"
-    )
+def small_jobs_by_overlap(soak: Soak) -> list[str]:
+    """Where small upload jobs spent their time, those that overlapped a large upload and those that
+    did not: the difference is what a large upload costs a small one, the rest is the load itself."""
+    lines = []
+    for during in (True, False):
+        phases = [(q, r) for start, end, q, r in soak.small_jobs if during_large(soak, start, end) == during]
+        label = "during a large upload" if during else "with no large upload running"
+        if not phases:
+            lines.append(f"small upload jobs {label}: none")
+            continue
+        queued, running = [q for q, _ in phases], [r for _, r in phases]
+        lines.append(
+            f"small upload jobs {label}: {len(phases)}; queued p50/p95/max "
+            f"{statistics.median(queued):.2f}/{percentile(queued, 0.95):.2f}/{max(queued):.2f} s, running "
+            f"{statistics.median(running):.2f}/{percentile(running, 0.95):.2f}/{max(running):.2f} s"
+        )
+    return lines
 
 
-def longest_wait_behind_large(soak: Soak) -> tuple[float, str, int]:
-    """The longest small ingest that overlapped a large upload: (seconds, what, how many overlapped)."""
-    overlapping = [(end - start, what) for what, start, end in soak.small_ingests if during_large(soak, start, end)]
-    if not overlapping:
-        return 0.0, "none overlapped", 0
-    seconds, what = max(overlapping)
-    return seconds, what, len(overlapping)
+def small_ingests_by_overlap(soak: Soak) -> list[str]:
+    """Small ingests (a JSON article's request, a small upload from 202 to done), p50/p95/max, by
+    whether they overlapped a large upload."""
+    lines = []
+    for during in (True, False):
+        spans = [end - start for _, start, end in soak.small_ingests if during_large(soak, start, end) == during]
+        label = "during a large upload" if during else "with no large upload running"
+        figures = (
+            f"{len(spans)}; p50/p95/max {statistics.median(spans):.2f}/{percentile(spans, 0.95):.2f}/{max(spans):.2f} s"
+            if spans
+            else "none"
+        )
+        lines.append(f"small ingests {label}: {figures}")
+    return lines
 
 
 def report(
@@ -325,12 +339,9 @@ def report(
             f"{route:<28} {len(values):>5} {statistics.median(values) * 1000:>7.0f}ms "
             f"{percentile(values, 0.95) * 1000:>7.0f}ms {max(values) * 1000:>7.0f}ms  {statuses}"
         )
-    longest, what, overlapped = longest_wait_behind_large(soak)
-    print(
-        f"large uploads: {len(soak.large_spans)} ({', '.join(f'{b - a:.0f} s' for a, b in soak.large_spans)}); "
-        f"small ingests during one: {overlapped}, the longest {longest:.2f} s ({what})"
-    )
-    print(small_jobs_during_large(soak))
+    print(f"large uploads: {len(soak.large_spans)} ({', '.join(f'{b - a:.0f} s' for a, b in soak.large_spans)})")
+    for line in small_ingests_by_overlap(soak) + small_jobs_by_overlap(soak):
+        print(line)
     quarter = next(mb for at, mb in rss if at >= seconds / 4)
     print(
         f"server RSS: {rss[0][1]:.0f} MB once ready, {quarter:.0f} MB after a quarter of the run, "
