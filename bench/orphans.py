@@ -42,7 +42,8 @@ REPEATS = 20
 
 def unit(rows: int, rng: np.random.Generator, centre: np.ndarray | None = None, spread: float = 1.0) -> np.ndarray:
     vectors = rng.normal(size=(rows, DIMENSION)) * spread + (0 if centre is None else centre)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    normalised: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return normalised
 
 
 def version(article_id: str, chunks: int) -> ArticleVersion:
@@ -116,8 +117,8 @@ def main() -> int:
         started = time.perf_counter()
         step = store.client.get_max_batch_size()
         for offset in range(0, len(ids), step):
-            batch = ids[offset : offset + step]
-            store.chunks.update(ids=batch, metadatas=[{"live": True}] * len(batch))
+            id_batch = ids[offset : offset + step]
+            store.chunks.update(ids=id_batch, metadatas=[{"live": True}] * len(id_batch))
         flag_seconds = time.perf_counter() - started
 
         started = time.perf_counter()

@@ -121,7 +121,7 @@ def cache_figures(metrics: str) -> str:
     return f"{counts['hit'] / total:.0%} of {total:,.0f} embedded texts came from the cache"
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 

@@ -34,7 +34,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -285,39 +285,47 @@ def during_large(soak: Soak, start: float, end: float) -> bool:
     return any(start < large_end and end > large_start for large_start, large_end in soak.large_spans)
 
 
+def spread(values: list[float]) -> str:
+    """p50/p95/max of ``values`` in seconds."""
+    return f"{statistics.median(values):.2f}/{percentile(values, 0.95):.2f}/{max(values):.2f} s"
+
+
+T = TypeVar("T")
+OVERLAP_LABELS = {True: "during a large upload", False: "with no large upload running"}
+
+
+def by_overlap(soak: Soak, spans: list[tuple[float, float, T]]) -> dict[bool, list[T]]:
+    """The values of ``spans`` (start, end, value) split by whether the span overlapped a large upload."""
+    groups: dict[bool, list[T]] = {True: [], False: []}
+    for start, end, value in spans:
+        groups[during_large(soak, start, end)].append(value)
+    return groups
+
+
 def small_jobs_by_overlap(soak: Soak) -> list[str]:
     """Where small upload jobs spent their time, those that overlapped a large upload and those that
     did not: the difference is what a large upload costs a small one, the rest is the load itself."""
+    groups = by_overlap(soak, [(start, end, (q, r)) for start, end, q, r in soak.small_jobs])
     lines = []
-    for during in (True, False):
-        phases = [(q, r) for start, end, q, r in soak.small_jobs if during_large(soak, start, end) == during]
-        label = "during a large upload" if during else "with no large upload running"
-        if not phases:
-            lines.append(f"small upload jobs {label}: none")
-            continue
-        queued, running = [q for q, _ in phases], [r for _, r in phases]
-        lines.append(
-            f"small upload jobs {label}: {len(phases)}; queued p50/p95/max "
-            f"{statistics.median(queued):.2f}/{percentile(queued, 0.95):.2f}/{max(queued):.2f} s, running "
-            f"{statistics.median(running):.2f}/{percentile(running, 0.95):.2f}/{max(running):.2f} s"
+    for during, phases in groups.items():
+        figures = (
+            f"{len(phases)}; queued p50/p95/max {spread([q for q, _ in phases])}, "
+            f"running {spread([r for _, r in phases])}"
+            if phases
+            else "none"
         )
+        lines.append(f"small upload jobs {OVERLAP_LABELS[during]}: {figures}")
     return lines
 
 
 def small_ingests_by_overlap(soak: Soak) -> list[str]:
     """Small ingests (a JSON article's request, a small upload from 202 to done), p50/p95/max, by
     whether they overlapped a large upload."""
-    lines = []
-    for during in (True, False):
-        spans = [end - start for _, start, end in soak.small_ingests if during_large(soak, start, end) == during]
-        label = "during a large upload" if during else "with no large upload running"
-        figures = (
-            f"{len(spans)}; p50/p95/max {statistics.median(spans):.2f}/{percentile(spans, 0.95):.2f}/{max(spans):.2f} s"
-            if spans
-            else "none"
-        )
-        lines.append(f"small ingests {label}: {figures}")
-    return lines
+    groups = by_overlap(soak, [(start, end, end - start) for _, start, end in soak.small_ingests])
+    return [
+        f"small ingests {OVERLAP_LABELS[during]}: {f'{len(spans)}; p50/p95/max {spread(spans)}' if spans else 'none'}"
+        for during, spans in groups.items()
+    ]
 
 
 def report(

@@ -54,8 +54,8 @@ def labelled_pairs() -> None:
     print(f"labelled pairs: {len(rows)} ({sum(r[2] for r in rows)} same story)")
     print(f"threshold fitted on topics 1-{FITTED_TOPICS}: {fit_threshold(fitted):.3f}; shipped: {STORY_THRESHOLD}")
     for name, pairs in (("fitted", fitted), ("held out", held_out)):
-        score = score_pairs(pairs, STORY_THRESHOLD)
-        print(f"  {name:9} {score.pairs} pairs: precision {score.precision:.3f}, recall {score.recall:.3f}")
+        figures = score_pairs(pairs, STORY_THRESHOLD)
+        print(f"  {name:9} {figures.pairs} pairs: precision {figures.precision:.3f}, recall {figures.recall:.3f}")
     for a, b, same, kind, score in rows:
         if (score >= STORY_THRESHOLD) != same:
             print(f"  miss: {a} ~ {b} ({kind}) containment {score:.2f}")
