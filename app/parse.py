@@ -158,13 +158,21 @@ def check_not_binary_document(path: Path, data: bytes) -> None:
     """ParseError saying what a PDF, Word file, image or archive is and how to get text out of it.
 
     The extension decides first (a .docx is a ZIP archive inside), then the first bytes."""
+    described = describe_binary_document(path, data)
+    if described is not None:
+        raise ParseError(str(path), described)
+
+
+def describe_binary_document(path: Path, data: bytes) -> str | None:
+    """What a PDF, Word file, image or archive is and how to get text out of it; None for anything else."""
     suffix = path.suffix.lower()
     found = next((f for f in BINARY_FORMATS if suffix in f.extensions), None) or next(
         (f for f in BINARY_FORMATS if data.startswith(f.magic)), None
     )
-    if found is not None:
-        advice = found.advice.format(name=path.name, txt=_converted_name(path, ".txt"), md=_converted_name(path, ".md"))
-        raise ParseError(str(path), f"this is {found.what}, not text: {advice}")
+    if found is None:
+        return None
+    advice = found.advice.format(name=path.name, txt=_converted_name(path, ".txt"), md=_converted_name(path, ".md"))
+    return f"this is {found.what}, not text: {advice}"
 
 
 def _converted_name(path: Path, suffix: str) -> str:

@@ -84,6 +84,7 @@ class Soak:
     small_jobs: list[tuple[float, float, float, float]] = field(default_factory=list)
     article_ids: list[str] = field(default_factory=list)
     serial: int = 0
+    chunks_written: int = 0  # by the soak's ingests: Chroma keeps a deleted chunk's vector (bench/churn.py)
     keep: int | None = None  # delete the oldest added article while more than this many are stored
 
     def next_serial(self) -> int:
@@ -140,6 +141,7 @@ def wait_for_job(soak: Soak, http: httpx.Client, accepted: httpx.Response) -> di
             if job["status"] == "done":
                 with soak.lock:
                     soak.added.append(job["article"]["id"])
+                    soak.chunks_written += job["article"]["chunks"]
                 trim(soak, http)
                 return job  # type: ignore[no-any-return]
             if job["status"] == "failed":
@@ -178,6 +180,7 @@ def act(soak: Soak, http: httpx.Client, action: str) -> None:
         if response is not None and response.status_code == 201:
             with soak.lock:
                 soak.added.append(response.json()["id"])
+                soak.chunks_written += response.json()["chunks"]
                 soak.small_ingests.append(("POST /v1/articles", started, time.monotonic()))
             trim(soak, http)
     elif action == "upload_small":
@@ -261,12 +264,10 @@ def print_curve(samples: list[Sample]) -> None:
             for v, w in zip((s.articles, s.chunks, s.cache_misses), (8, 7, 12), strict=True)
         ]
         print(f"{s.at:>5.0f}s {s.rss_mb:>5.0f} MB " + " ".join(cells))
-    if len(samples) >= 3:
-        half = [s for s in samples if s.at >= samples[-1].at / 2]
-        first, last = half[0], half[-1]
-        if last.at > first.at:
-            slope = (last.rss_mb - first.rss_mb) / (last.at - first.at) * 60
-            print(f"RSS over the second half ({first.at:.0f}-{last.at:.0f} s): {slope:+.1f} MB/min")
+    half = [s for s in samples if s.at >= samples[-1].at / 2] if samples else []
+    if len(half) >= 3:  # a least-squares line: one sample taken during a large upload does not decide it
+        slope = statistics.linear_regression([s.at for s in half], [s.rss_mb for s in half]).slope * 60
+        print(f"RSS over the second half ({half[0].at:.0f}-{half[-1].at:.0f} s): {slope:+.1f} MB/min (least squares)")
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -355,6 +356,7 @@ def report(
         f"server RSS: {rss[0][1]:.0f} MB once ready, {quarter:.0f} MB after a quarter of the run, "
         f"{rss[-1][1]:.0f} MB at the end (peak {max(mb for _, mb in rss):.0f} MB)"
     )
+    print(f"chunks written by the soak's ingests: {soak.chunks_written:,} (most deleted again; bench/churn.py)")
     print_curve(samples)
     for failure in soak.failures[:20]:
         print("FAILED", failure)

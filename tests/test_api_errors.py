@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.testclient import TestClient
 
 from app.api import create_app
+from app.api.guard import BodySizeLimit
 from app.config import Settings
 from app.embed import Embedder
 
@@ -88,6 +89,24 @@ def test_an_unexpected_error_is_a_json_500_and_the_connection_stays_usable(
     logged = [r for r in caplog.records if r.name == "newsdesk.api" and request_id in r.getMessage()]
     assert logged and logged[0].exc_info is not None
     assert "internal detail: /srv/secret/path" in caplog.text
+
+
+def test_a_failing_middleware_is_a_json_500_too(
+    server: LiveServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def bug(*args: object) -> None:
+        raise RuntimeError("internal detail: the limit table")
+
+    monkeypatch.setattr(BodySizeLimit, "__call__", bug)  # outside the routes and their handlers
+    caplog.set_level(logging.ERROR, logger="newsdesk.api")
+    failed = http.get("/v1/articles")
+    monkeypatch.undo()
+    after = http.get("/healthz")
+
+    assert after.status_code == 200 and local_port(after) == local_port(failed)
+    assert failed.status_code == 500 and failed.headers["content-type"] == "application/json"
+    assert error_of(failed)["code"] == "internal_error"
+    assert "internal detail" not in failed.text and "internal detail: the limit table" in caplog.text
 
 
 # -- body limits ---------------------------------------------------------------------------------

@@ -25,11 +25,12 @@ from playwright.sync_api import expect, sync_playwright
 import app.api.jobs as jobs_module
 from app.api import create_app
 from app.api.batching import BatchingEmbeddings
-from app.api.errors import ApiError
+from app.api.errors import ApiError, from_newsdesk
 from app.api.jobs import Jobs
 from app.api.schemas import IngestOut
 from app.config import Settings
 from app.embed import Embedder
+from app.errors import StoreError
 
 from .conftest import CORPUS, free_port, stop
 from .live_service import HOSTILE_ARTICLE, finished_job, live_server, wait_until_ready
@@ -245,6 +246,44 @@ def test_shutting_down_stops_a_running_job_between_batches() -> None:
     assert stopped.failure.message == "the server stopped before this upload was ingested; upload the file again"
 
 
+def test_a_failed_job_says_why_and_the_worker_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    """A newsdesk error is the job's error as the API would map it; anything else a generic message
+    with no internals (logged in full); the lane's worker then runs the next job."""
+    jobs = Jobs()
+    outcome = IngestOut(id="a", title="A", status="added", chunks=1)
+    store_down = StoreError("the store at /srv/chroma is not reachable")
+
+    def failing(error: Exception) -> Callable[[Callable[[int, int], None]], IngestOut]:
+        def work(progress: Callable[[int, int], None]) -> IngestOut:
+            raise error
+
+        return work
+
+    def finished(job_id: str) -> Any:
+        while not jobs.get(job_id).finished:
+            time.sleep(0.01)
+        return jobs.get(job_id).out().model_dump(mode="json")
+
+    try:
+        for characters in (10, jobs_module.SMALL_ARTICLE_CHARS + 1):  # both lanes
+            refused = finished(jobs.submit("a.txt", characters, failing(store_down)).id)
+            expected = from_newsdesk(store_down)
+            assert refused["status"] == "failed" and refused["article"] is None
+            error = refused["error"]
+            assert (error["message"], error["type"], error["code"]) == (expected.message, expected.kind, expected.code)
+            with caplog.at_level("ERROR", logger="newsdesk.jobs"):
+                broken = finished(jobs.submit("b.txt", characters, failing(KeyError("secret_column"))).id)
+            assert broken["status"] == "failed"
+            assert broken["error"]["message"] == "the ingest failed; details are in the server log"
+            assert broken["error"]["type"] == "server_error"
+            assert "secret_column" not in json.dumps(broken)
+            assert "secret_column" in caplog.text
+            after = finished(jobs.submit("c.txt", characters, lambda progress: outcome).id)
+            assert after["status"] == "done" and after["article"]["id"] == "a"
+    finally:
+        jobs.close()
+
+
 class HeldModel(Embeddings):
     """A stand-in model at the true edge: a call of more than one text runs until released."""
 
@@ -290,6 +329,7 @@ def test_413s_state_the_configured_limits_and_what_to_do(tmp_path: Path, embedde
         message = error_of(too_big)["message"]
         assert "5,000,000-byte upload limit (NEWSDESK_MAX_UPLOAD_BYTES)" in message, message
         assert "split it into smaller files" in message
+        assert error_of(too_big)["code"] == "body_too_large"
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
             for _ in range(6):
@@ -300,10 +340,12 @@ def test_413s_state_the_configured_limits_and_what_to_do(tmp_path: Path, embedde
         )
         assert streamed.status_code == 413
         assert "5,000,000-byte upload limit (NEWSDESK_MAX_UPLOAD_BYTES)" in error_of(streamed)["message"]
+        assert error_of(streamed)["code"] == "body_too_large"
 
         just_over = client.post("/v1/articles/upload", files={"file": ("big.txt", over[:5_000_001], "text/plain")})
         assert just_over.status_code == 413
         assert "5,000,000-byte upload limit" in error_of(just_over)["message"]
+        assert error_of(just_over)["code"] == "body_too_large", "one code however far over the limit"
 
 
 def test_an_article_over_the_character_limit_is_refused_saying_so(client: TestClient) -> None:

@@ -22,7 +22,14 @@ from app.brief.clauses import join_pieces, shorten, word_count
 from app.brief.eval import fact_coverage, lead, rouge
 from app.brief.extractive import ExtractiveBriefEngine
 from app.brief.facts import differing_figures, figures, same_fact
-from app.brief.length import MAX_BULLETS, MIN_BULLETS, WORDS_PER_BULLET, default_bullets, fit_words_per_bullet
+from app.brief.length import (
+    MAX_BULLETS,
+    MIN_BULLETS,
+    WORDS_PER_BULLET,
+    default_bullets,
+    fit_words_per_bullet,
+    measure,
+)
 from app.brief.llm import LLMBriefEngine, parse_output
 from app.config import Settings
 from app.embed import Embedder
@@ -305,6 +312,32 @@ def test_default_bullet_count_follows_the_article(engine: ExtractiveBriefEngine)
     assert default_bullets([Document(long)]) == MAX_BULLETS
     assert len(engine.brief([Document(long)], bullets=None, kind="article", subject="l").bullets) == MAX_BULLETS
     assert len(engine.brief([Document(long)], bullets=5, kind="article", subject="l").bullets) == 5, "asked wins"
+
+
+def test_a_long_but_repetitive_article_is_not_padded(engine: ExtractiveBriefEngine) -> None:
+    """Long enough for 8 bullets, but only a handful of its sentences add a figure or a name: the
+    distinct facts cap the default count."""
+    facts = [
+        "The harbour master said 120 containers of timber left Esbjerg on Monday.",
+        "Customs cleared 40 trucks of frozen cod bound for Bergen.",
+        "The ferry line added 3 sailings to Hull.",
+        "Exporters expect 15 percent more grain this autumn.",
+        "The union agreed a 2 year pay deal.",
+    ]
+    restated = [
+        "The shipments went ahead as planned, officials said again.",
+        "Those loadings were described as routine by staff at the quay.",
+        "Workers at the quay said the day had been busy but orderly.",
+        "The same schedule was confirmed later in the afternoon by the office.",
+        "Nobody at the port expected any change to the plans that week.",
+    ]
+    repetitive = [Document(article("\n".join(facts + [restated[n % 5] for n in range(55)]), "repeat-1"))]
+    words, distinct = measure(repetitive)
+    assert words / WORDS_PER_BULLET >= MAX_BULLETS, "long enough for the most bullets by length"
+    assert MIN_BULLETS < distinct < MAX_BULLETS
+    assert default_bullets(repetitive) == distinct
+    brief = engine.brief(repetitive, bullets=None, kind="article", subject="r")
+    assert len(brief.bullets) == distinct
 
 
 def test_words_per_bullet_is_the_one_fitted_on_the_corpus() -> None:

@@ -89,7 +89,6 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
         version="0.1.0",
         lifespan=lifespan,
     )
-    install_error_handlers(app)
     app.include_router(routes.health)
     app.include_router(routes.metrics)
     app.include_router(routes.api)
@@ -109,6 +108,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
 
     app.add_middleware(BodySizeLimit, limit_for=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_error_handlers(app)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

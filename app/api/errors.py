@@ -292,8 +292,8 @@ def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
 
 
 class ErrorBoundary:
-    """ASGI middleware around the routes: an exception no handler maps is answered with a JSON 500
-    and not raised further.
+    """ASGI middleware around the routes and the other middleware: an exception no handler maps is
+    answered with a JSON 500 and not raised further.
 
     Starlette's own last resort sends a plain-text 500 and then re-raises, so that the server can log
     it; uvicorn answers an exception raised after a response by closing the connection, which resets
@@ -335,7 +335,8 @@ def unexpected_error(request_id: str) -> ApiError:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """The handlers, and ``ErrorBoundary`` as the innermost middleware (call before adding others)."""
+    """The handlers, and ``ErrorBoundary`` as the outermost middleware (call after adding the others):
+    a failure in another middleware is a JSON 500 too."""
     app.add_exception_handler(NewsdeskError, _newsdesk_error)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.deps import DeskDep, FetcherDep, JobsDep, MetricsDep, ServiceDep, StartupDep, guard
-from app.api.errors import ApiError
+from app.api.errors import EDGE_CODES, ApiError
 from app.api.schemas import (
     AnswerOut,
     ArticleIn,
@@ -42,7 +42,7 @@ from app.article import Article
 from app.config import Settings
 from app.errors import InputError
 from app.fetch import fetch_article
-from app.parse import check_not_binary_document, parse_document, parse_record
+from app.parse import check_not_binary_document, describe_binary_document, parse_document, parse_record
 from app.retrieve import Filters
 from app.service import Newsdesk
 
@@ -256,16 +256,18 @@ async def upload_article(
     suffix = Path(name).suffix.lower()
     kind = UPLOAD_KINDS.get(suffix) or UPLOAD_TYPES.get((file.content_type or "").split(";")[0].strip().lower())
     if kind is None:
+        described = describe_binary_document(Path(name), await file.read(16))
         raise ApiError(
             415,
-            f"unsupported file type '{suffix or file.content_type or 'unknown'}': upload a .txt, .md or .html file",
+            f"unsupported file type '{suffix or file.content_type or 'unknown'}': "
+            f"{described or 'upload a .txt, .md or .html file'}",
             kind="invalid_request_error",
             code="unsupported_media_type",
         )
     limit = desk.settings.max_upload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
-        raise ApiError(413, upload_too_large_message(limit), kind="invalid_request_error", code="file_too_large")
+        raise ApiError(413, upload_too_large_message(limit), kind="invalid_request_error", code=EDGE_CODES[413])
     article = await service.run(partial(parse_upload, name, kind, data))
     check_article_size(article, desk.settings)
     job = jobs.submit(name, len(article.text), partial(ingest_one, desk, article))
