@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
-from chromadb.api.types import Metadata, Where
+from chromadb.api.types import Metadata, QueryResult, Where
 from chromadb.config import Settings as ChromaSettings
 
 from app.article import Article, Chunk, Section
@@ -59,6 +59,8 @@ REGISTRY_VECTOR = [1.0]  # the registry needs no vectors; Chroma requires one pe
 PENDING_WRITE_RETENTION_S = 3600.0
 FINGERPRINT_CLOCK_SLACK_S = 300.0  # how far the clocks of processes sharing a store may disagree
 NEAREST_GROWTH = 4  # each retry of a starved nearest-chunk query asks for this many times more
+QUERY_ATTEMPTS = 3
+DELETED_MEANWHILE = "Error finding id"  # Chroma's message when a query meets a concurrent delete
 _ARTICLE_FIELDS = ("title", "source", "url", "published_at", "author", "dateline", "summary", "origin")
 
 
@@ -397,13 +399,9 @@ class Store:
         similarity (1 - distance); see ``nearest_kept`` for the live ones."""
         if self._chunks is None:
             return []
+        vector = np.asarray([embedding], dtype=np.float32)
         with chroma_errors("searching"):
-            got = self._chunks.query(
-                query_embeddings=np.asarray([embedding], dtype=np.float32),
-                n_results=n,
-                where=where,
-                include=["distances"],
-            )
+            got = _query_past_deletes(self._chunks, vector, n, where)
         return [(i, 1.0 - float(d)) for i, d in zip(got["ids"][0], (got["distances"] or [[]])[0], strict=True)]
 
     def nearest_kept(
@@ -658,6 +656,20 @@ def _existing_ids(collection: Collection | None, ids: Sequence[str], action: str
         return set()
     with chroma_errors(action):
         return set(collection.get(ids=list(ids), include=[])["ids"])
+
+
+def _query_past_deletes(collection: Collection, vector: np.ndarray, n: int, where: Where | None) -> QueryResult:
+    """``collection.query``, asked again when a chunk it found was deleted before it read it: the
+    embedded Chroma then fails the whole query ("Error finding id": 2 of 2,984 asks in a 20-minute
+    soak of deletes and re-ingests); the next attempt no longer finds the deleted chunk."""
+    for attempt in range(1, QUERY_ATTEMPTS + 1):
+        try:
+            return collection.query(query_embeddings=vector, n_results=n, where=where, include=["distances"])
+        except chromadb.errors.InternalError as error:
+            if DELETED_MEANWHILE not in str(error) or attempt == QUERY_ATTEMPTS:
+                raise
+            log.info("a chunk was deleted while a search read it; searching again")
+    raise AssertionError("unreachable")
 
 
 def _until_enough(wanted: int, fetch: Callable[[int], tuple[int, list[T]]]) -> list[T]:
