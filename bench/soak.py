@@ -178,9 +178,10 @@ def act(soak: Soak, http: httpx.Client, action: str) -> None:
         started = time.monotonic()
         response = soak.call(http, "POST /v1/articles", "POST", "/v1/articles", json=small_article(soak.next_serial()))
         if response is not None and response.status_code == 201:
+            ingested = response.json()
             with soak.lock:
-                soak.added.append(response.json()["id"])
-                soak.chunks_written += response.json()["chunks"]
+                soak.added.append(ingested["id"])
+                soak.chunks_written += ingested["chunks"]
                 soak.small_ingests.append(("POST /v1/articles", started, time.monotonic()))
             trim(soak, http)
     elif action == "upload_small":
