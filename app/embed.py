@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -36,7 +37,7 @@ class Embedder:
         self.name = name
         self.embeddings = embeddings
         self._dimension = dimension
-        self._queries = VectorCache(query_cache_size, np.float64)  # float64: a cached vector is the vector
+        self.query_cache = VectorCache(query_cache_size, np.float64)  # float64: a cached vector is the vector
 
     @property
     def dimension(self) -> int:
@@ -60,16 +61,16 @@ class Embedder:
             raise EmbeddingError(f"embedding with {self.name} failed: {error}") from error
 
     def embed_query(self, text: str) -> list[float]:
-        cached = self._queries.get([text]).get(text)
+        cached = self.query_cache.get([text]).get(text)
         if cached is not None:
             return cached.tolist()  # type: ignore[no-any-return]
         vector = self.embed_documents([text])[0]
-        self._queries.put([text], [vector])
+        self.query_cache.put([text], [vector])
         return vector
 
     def forget_queries(self) -> None:
         """Empty the query cache (a benchmark does, so that every timed question runs the model)."""
-        self._queries.clear()
+        self.query_cache.clear()
 
 
 class VectorCache:
@@ -106,6 +107,11 @@ class VectorCache:
     def clear(self) -> None:
         with self._lock:
             self._vectors.clear()
+
+    def nbytes(self) -> int:
+        """Bytes held by the cached vectors and their texts (the dict's own slots not counted)."""
+        with self._lock:
+            return sum(sys.getsizeof(text) + vector.nbytes for text, vector in self._vectors.items())
 
 
 class LocalEmbeddings(Embeddings):

@@ -75,7 +75,7 @@ class LearnedReader:
         self.quantized = quantized
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
-        self._vectors = VectorCache(cache_size)
+        self.cache = VectorCache(cache_size)
         self.saved: SavedVectors | None = None
         if saved_path is not None:
             self.saved = SavedVectors(saved_path, model_key(model_dir / WEIGHTS_FILE, quantized))
@@ -90,11 +90,11 @@ class LearnedReader:
         """One cosine per candidate, in [-1, 1]: higher answers the question better."""
         if not candidates:
             return []
-        known = self._vectors.get(candidates)
+        known = self.cache.get(candidates)
         missing = list(dict.fromkeys(text for text in candidates if text not in known))
         if missing and self.saved is not None:
             found = self.saved.get(missing)
-            self._vectors.put(list(found), found.values())
+            self.cache.put(list(found), found.values())
             known.update(found)
             missing = [text for text in missing if text not in found]
         query, *new = self._encode([question, *missing])
@@ -104,7 +104,7 @@ class LearnedReader:
 
     def forget(self) -> None:
         """Empty the in-memory vectors (a benchmark does, to time the saved ones)."""
-        self._vectors.clear()
+        self.cache.clear()
 
     def read_ahead(self, candidates: Sequence[str], on_batch: Callable[[int, int], None] | None = None) -> int:
         """Encode and save the candidates not saved yet, a batch at a time (``on_batch(done, total)``
@@ -120,7 +120,7 @@ class LearnedReader:
         return len(todo)
 
     def _remember(self, texts: list[str], vectors: list[np.ndarray]) -> None:
-        self._vectors.put(texts, vectors)
+        self.cache.put(texts, vectors)
         if self.saved is not None and texts:
             self.saved.put(texts, vectors)
 

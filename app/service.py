@@ -33,7 +33,7 @@ from app.article import Article
 from app.brief import Brief, BriefKind, Document
 from app.brief.extractive import ExtractiveBriefEngine
 from app.config import Settings
-from app.embed import Embedder, build_embedder
+from app.embed import Embedder, VectorCache, build_embedder
 from app.errors import InputError, LLMUnavailableError, NewsdeskError, NotConfiguredError
 from app.ingest import IngestProgress, IngestReport, build_ingestor
 from app.lexical import LexicalIndex
@@ -460,6 +460,16 @@ class Newsdesk:
             embedding_model=self.store.embedding_model,
             **vars(self.store.counts()),
         )
+
+    def vector_caches(self) -> dict[str, VectorCache]:
+        """The in-memory vector caches by name, each bounded by its size (``/metrics`` reports them)."""
+        caches = {"queries": self.embedder.query_cache, "verifier": self.verifier.cache}
+        inner = getattr(self.embedder.embeddings, "cache", None)  # the server's BatchingEmbeddings
+        if isinstance(inner, VectorCache):
+            caches["texts"] = inner
+        if self.reader is not None:
+            caches["reader"] = self.reader.cache
+        return caches
 
     def warm_up(self) -> None:
         """Load the models, the lexical index and the stories now, not on the first question."""

@@ -264,7 +264,7 @@ class Verifier:
     def __init__(self, embedder: Embedder, threshold: float = SUPPORT_THRESHOLD, cache_size: int = CACHE_SIZE) -> None:
         self.embedder = embedder
         self.threshold = threshold
-        self._cache = VectorCache(cache_size, np.float64)
+        self.cache = VectorCache(cache_size, np.float64)
 
     def check(self, claim: str, spans: Sequence[str], context: str = "") -> Verdict:
         return self.check_many([(claim, spans)], context)[0]
@@ -289,7 +289,7 @@ class Verifier:
 
     def remember(self, texts: Sequence[str], vectors: Iterable[Sequence[float]]) -> None:
         """Vectors already computed by the caller (same embedder), so checks do not embed them again."""
-        self._cache.put(texts, vectors)
+        self.cache.put(texts, vectors)
 
     def similarity(self, a: str, b: str) -> float:
         vectors = self.vectors([a, b])
@@ -298,12 +298,12 @@ class Verifier:
     def vectors(self, texts: Iterable[str]) -> dict[str, list[float]]:
         """The vector of each text: from the cache, the rest embedded in one call (and cached)."""
         wanted = list(dict.fromkeys(texts))
-        found = {text: vector.tolist() for text, vector in self._cache.get(wanted).items()}
+        found = {text: vector.tolist() for text, vector in self.cache.get(wanted).items()}
         todo = [text for text in wanted if text not in found]
         if todo:
             embedded = self.embedder.embed_documents(todo)
             found.update(zip(todo, embedded, strict=True))
-            self._cache.put(todo, embedded)
+            self.cache.put(todo, embedded)
         return found
 
     def _verdict(self, claim: str, spans: list[str], context: str, vectors: dict[str, list[float]]) -> Verdict:

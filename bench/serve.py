@@ -64,13 +64,14 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float, path: str = "/readyz") -> None:
+    """Until ``url + path`` answers 200; SystemExit with the log's tail if the process exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"the server exited: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass

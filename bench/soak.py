@@ -1,6 +1,7 @@
 """Soak test of the HTTP service: a real server on loopback, a mixed load from several clients.
 
     .venv/bin/python bench/soak.py [--seconds 60] [--clients 6] [--large-chars 150000] [--keep N] [--sample-every 15]
+                                      [--chroma-server]
 
 Starts ``newsdesk serve`` as a subprocess on a free loopback port over a new store in a temporary
 directory (the bundled corpus is seeded at start-up), waits until it is ready, then runs
@@ -11,8 +12,11 @@ of text), and deletions of the articles the soak added. An upload is polled at i
 done. With ``--keep N`` the store stays level: whenever the soak holds more than N articles of
 its own, the client that added one deletes the oldest, so what is stored stops growing and RSS
 growth is not mistaken for stored data. Every ``--sample-every`` seconds the server's RSS, its
-live articles and chunks (``/readyz``) and its embedding-cache misses (``/metrics``) are recorded
-and printed as a curve at the end. Then it prints the requests by status, p50/p95/max per route,
+live articles and chunks (``/readyz``), its embedding-cache misses and what its bounded vector
+caches hold (``/metrics``) are recorded and printed as a curve at the end, with least-squares
+slopes over the second half. With ``--chroma-server`` the store is a Chroma server started here
+(``chroma run``) rather than embedded, and its RSS is sampled apart: the server's own RSS then
+holds no Chroma index. Then it prints the requests by status, p50/p95/max per route,
 small ingests (a JSON article's request, or a small upload's job from 202 to done) and where
 small upload jobs spent their time, those that overlapped a large upload beside those that did not
 (the difference is what a large upload costs a small one), and the server's RSS once ready, a
@@ -31,6 +35,8 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -242,33 +248,52 @@ class Sample:
     articles: int | None  # live, from /readyz (None when it did not answer in time)
     chunks: int | None
     cache_misses: int | None  # embedding-cache misses so far, from /metrics
+    caches_mb: float | None  # what the bounded vector caches hold, from /metrics
+    chroma_mb: float | None  # the Chroma server's RSS (--chroma-server)
 
 
-def sample(url: str, pid: int, at: float) -> Sample:
+def sample(url: str, pid: int, at: float, chroma_pid: int | None) -> Sample:
     articles = chunks = misses = None
+    caches = 0.0
     try:
         ready = httpx.get(f"{url}/readyz", timeout=30).json()
         articles, chunks = ready["articles"], ready["chunks"]
         for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
             if line.startswith('newsdesk_embedding_cache_texts_total{result="miss"}'):
                 misses = int(float(line.split()[-1]))
+            elif line.startswith("newsdesk_vector_cache_bytes{"):
+                caches += float(line.split()[-1]) / 2**20
     except (httpx.HTTPError, KeyError, ValueError):
         pass
-    return Sample(at, rss_mb(pid), articles, chunks, misses)
+    chroma = rss_mb(chroma_pid) if chroma_pid else None
+    return Sample(at, rss_mb(pid), articles, chunks, misses, caches if misses is not None else None, chroma)
 
 
 def print_curve(samples: list[Sample]) -> None:
-    print(f"{'t':>6} {'RSS':>8} {'articles':>8} {'chunks':>7} {'cache misses':>12}")
+    chroma = any(s.chroma_mb is not None for s in samples)
+    print(
+        f"{'t':>6} {'RSS':>8} {'articles':>8} {'chunks':>7} {'cache misses':>12} {'caches MB':>9}"
+        + (f" {'Chroma RSS':>10}" if chroma else "")
+    )
     for s in samples:
-        cells = [
-            f"{v:>{w}}" if v is not None else f"{'?':>{w}}"
-            for v, w in zip((s.articles, s.chunks, s.cache_misses), (8, 7, 12), strict=True)
-        ]
+        values = (s.articles, s.chunks, s.cache_misses, None if s.caches_mb is None else round(s.caches_mb))
+        cells = [f"{v:>{w}}" if v is not None else f"{'?':>{w}}" for v, w in zip(values, (8, 7, 12, 9), strict=True)]
+        if chroma:
+            cells.append(f"{s.chroma_mb:>7.0f} MB" if s.chroma_mb is not None else f"{'?':>10}")
         print(f"{s.at:>5.0f}s {s.rss_mb:>5.0f} MB " + " ".join(cells))
     half = [s for s in samples if s.at >= samples[-1].at / 2] if samples else []
     if len(half) >= 3:  # a least-squares line: one sample taken during a large upload does not decide it
-        slope = statistics.linear_regression([s.at for s in half], [s.rss_mb for s in half]).slope * 60
-        print(f"RSS over the second half ({half[0].at:.0f}-{half[-1].at:.0f} s): {slope:+.1f} MB/min (least squares)")
+        span = f"({half[0].at:.0f}-{half[-1].at:.0f} s)"
+        print(f"RSS over the second half {span}: {slope_per_min(half, lambda s: s.rss_mb):+.1f} MB/min (least squares)")
+        if all(s.caches_mb is not None for s in half):
+            print(f"  of which the vector caches: {slope_per_min(half, lambda s: s.caches_mb or 0.0):+.1f} MB/min")
+        if chroma and all(s.chroma_mb is not None for s in half):
+            chroma_slope = slope_per_min(half, lambda s: s.chroma_mb or 0.0)
+            print(f"the Chroma server over the same span: {chroma_slope:+.1f} MB/min")
+
+
+def slope_per_min(samples: list[Sample], value: Callable[[Sample], float]) -> float:
+    return statistics.linear_regression([s.at for s in samples], [value(s) for s in samples]).slope * 60
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -363,6 +388,27 @@ def report(
         print("FAILED", failure)
 
 
+@contextmanager
+def chroma_server(folder: str, wanted: bool) -> Iterator[tuple[subprocess.Popen[bytes], int] | None]:
+    """A Chroma server (``chroma run``) on a free loopback port storing under ``folder``, or None."""
+    if not wanted:
+        yield None
+        return
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "chroma"), "run", "--path", f"{folder}/chroma-server"]
+    log = Path(folder) / "chroma.log"
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)], stdout=log_file, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process, log, timeout=60, path="/api/v2/heartbeat")
+        yield process, port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the clients run")
@@ -373,12 +419,20 @@ def main() -> int:
         "--keep", type=int, default=None, help="keep at most this many added articles (delete the oldest beyond)"
     )
     parser.add_argument("--sample-every", type=float, default=15.0, help="seconds between RSS/store samples")
+    parser.add_argument(
+        "--chroma-server",
+        action="store_true",
+        help="store in a Chroma server (`chroma run`, started here) instead of embedded; its RSS is reported apart",
+    )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="newsdesk-soak-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="newsdesk-soak-") as tmp, chroma_server(tmp, args.chroma_server) as chroma:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "NEWSDESK_DATA_DIR": tmp, "NEWSDESK_RATE_LIMIT_PER_MINUTE": "0", "HF_HUB_OFFLINE": "1"}
+        if chroma is not None:
+            env |= {"NEWSDESK_CHROMA_HOST": "127.0.0.1", "NEWSDESK_CHROMA_PORT": str(chroma[1])}
+        chroma_pid = chroma[0].pid if chroma is not None else None
         log = Path(tmp) / "server.log"
         command = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
         with log.open("w") as log_file:
@@ -400,7 +454,7 @@ def main() -> int:
             soak = Soak(
                 url, args.large_chars, time.monotonic() + args.seconds, random.Random(args.seed), keep=args.keep
             )
-            samples = [sample(url, process.pid, 0.0)]
+            samples = [sample(url, process.pid, 0.0, chroma_pid)]
             soak.article_ids = [a["id"] for a in httpx.get(f"{url}/v1/articles", params={"limit": 100}).json()]
             started = time.monotonic()
             threads = [threading.Thread(target=client, args=(soak, args.seed + n)) for n in range(args.clients)]
@@ -412,8 +466,9 @@ def main() -> int:
                 at = time.monotonic() - started
                 rss.append((at, rss_mb(process.pid)))
                 if at - samples[-1].at >= args.sample_every:
-                    samples.append(sample(url, process.pid, at))
-            samples.append(sample(url, process.pid, time.monotonic() - started))  # the store once the clients stop
+                    samples.append(sample(url, process.pid, at, chroma_pid))
+            # the store once the clients stop
+            samples.append(sample(url, process.pid, time.monotonic() - started, chroma_pid))
             report(soak, rss, time.monotonic() - started, (port_open, ready), samples)
         finally:
             process.terminate()

@@ -593,6 +593,12 @@ def test_metrics_count_requests_retrieval_generation_and_ingests(client: TestCli
     registry = metrics_of(client).registry
     assert (registry.get_sample_value("newsdesk_ingested_articles_total", {"outcome": "added"}) or 0) >= 15
     assert (registry.get_sample_value("newsdesk_ingested_chunks_total") or 0) > 14
+    for cache in ("queries", "verifier", "texts", "reader"):  # what each bounded cache holds, for a soak's RSS
+        entries = registry.get_sample_value("newsdesk_vector_cache_entries", {"cache": cache})
+        held = registry.get_sample_value("newsdesk_vector_cache_bytes", {"cache": cache})
+        assert entries is not None and held is not None, cache
+        assert (held > 0) == (entries > 0), cache
+    assert (registry.get_sample_value("newsdesk_vector_cache_entries", {"cache": "queries"}) or 0) >= 1
 
 
 # -- keys and rate limits ----------------------------------------------------------------------

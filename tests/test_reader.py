@@ -125,7 +125,9 @@ def test_candidate_vectors_are_kept_and_give_the_same_scores() -> None:
     assert encoded[1] == ["Who voted against the rate cut?"], "known candidates are not encoded again"
     assert again != first and reader.score(question, candidates) == pytest.approx(first, abs=1e-5)
     reader.score(question, [f"Sentence number {n} of a long story." for n in range(8)])
-    assert len(reader._vectors) == 5, "the cache keeps at most cache_size vectors"
+    assert len(reader.cache) == 5, "the cache keeps at most cache_size vectors"
+    held = reader.cache.nbytes()
+    assert 5 * 384 * 4 < held < 5 * (384 * 4 + 200), "five float32 MiniLM vectors and their short texts"
 
 
 def test_missing_weights_say_how_to_rebuild(tmp_path: Path) -> None:

@@ -223,6 +223,6 @@ def test_one_verifier_checks_over_ten_thousand_texts_from_several_threads() -> N
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(work, range(8)))
     assert sum(len(r) for r in results) * 2 > 10_000, "more distinct texts than the cache holds, many times over"
-    assert len(verifier._cache) <= 1_000
+    assert len(verifier.cache) <= 1_000
     for worker, verdicts in enumerate(results):
         assert verdicts == [reference.check(claim, spans) for claim, spans in claims(worker)]

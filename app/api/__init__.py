@@ -56,6 +56,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None, llm: Bas
         startup.doing("opening the article store")
         shared = for_server(embedder or build_embedder(settings), metrics.count_embedding_cache)
         desk = Newsdesk(settings, embedder=shared, llm=llm, observer=metrics)
+        metrics.watch_caches(desk.vector_caches)
         try:
             seed(desk, startup.doing)
             startup.doing("loading the models")

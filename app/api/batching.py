@@ -47,7 +47,7 @@ class BatchingEmbeddings(Embeddings):
         self.max_texts = max_texts
         self.solo_texts = solo_texts
         self.on_lookup = on_lookup
-        self._cache = VectorCache(cache_size)
+        self.cache = VectorCache(cache_size)
         self._changed = threading.Condition()
         self._queue: list[_Job] = []
         self._running = False
@@ -55,14 +55,14 @@ class BatchingEmbeddings(Embeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if len(texts) >= self.max_texts:  # an ingest: nothing to merge, nothing worth caching
             return self.inner.embed_documents(texts)
-        found = {text: vector.tolist() for text, vector in self._cache.get(texts).items()}
+        found = {text: vector.tolist() for text, vector in self.cache.get(texts).items()}
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         if self.on_lookup:
             self.on_lookup(len(texts) - len(missing), len(missing))
         if missing:
             vectors = self.inner.embed_documents(missing) if len(missing) >= self.solo_texts else self._embed(missing)
             found.update(zip(missing, vectors, strict=True))
-            self._cache.put(missing, vectors)
+            self.cache.put(missing, vectors)
         return [found[text] for text in texts]
 
     def _embed(self, texts: list[str]) -> list[list[float]]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.answer import EngineName
+from app.embed import VectorCache
 from app.ingest import IngestReport
 
 DOC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
@@ -62,6 +66,10 @@ class Metrics:
             registry=self.registry,
         )
 
+    def watch_caches(self, caches: Callable[[], Mapping[str, VectorCache]]) -> None:
+        """Report what these caches hold at each scrape (once the desk that owns them is built)."""
+        self.registry.register(_CacheCollector(caches))
+
     def count_embedding_cache(self, hits: int, misses: int) -> None:
         self.embedding_cache.labels("hit").inc(hits)
         self.embedding_cache.labels("miss").inc(misses)
@@ -79,6 +87,22 @@ class Metrics:
         for outcome, count in (counts | {"failed": len(report.errors)}).items():
             self.ingested_articles.labels(outcome).inc(count)
         self.ingested_chunks.inc(report.chunks_embedded)
+
+
+class _CacheCollector(Collector):
+    def __init__(self, caches: Callable[[], Mapping[str, VectorCache]]) -> None:
+        self.caches = caches
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        entries = GaugeMetricFamily("newsdesk_vector_cache_entries", "Vectors held by each cache.", labels=["cache"])
+        held = GaugeMetricFamily(
+            "newsdesk_vector_cache_bytes", "Bytes held by each cache's vectors and texts.", labels=["cache"]
+        )
+        for name, cache in self.caches().items():
+            entries.add_metric([name], len(cache))
+            held.add_metric([name], cache.nbytes())
+        yield entries
+        yield held
 
 
 class MetricsMiddleware:
